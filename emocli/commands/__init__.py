@@ -1,0 +1,1 @@
+"""One thin module per command group: parse, load the recipe, call the method (lazily)."""

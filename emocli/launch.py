@@ -1,0 +1,96 @@
+"""How a run is executed: in-process for one process, else an explicit `accelerate launch`.
+
+For several processes or DeepSpeed, the shipped (or given) accelerate config is copied into the
+run directory with the recipe's process count, precision, accumulation and clipping filled in,
+and the launched workers (`python -m emocli.worker RUN_DIR`) read only the run's saved recipe.
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from emocli.errors import EmoError
+
+NAMED_CONFIGS = ("multi_cpu", "single_gpu", "multi_gpu", "zero2", "zero3")
+
+
+def named_config_path(name_or_path: str) -> Path:
+    if name_or_path in NAMED_CONFIGS:
+        return Path(str(resources.files("emocli.launch_configs").joinpath(f"{name_or_path}.yaml")))
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise EmoError(
+            f"accelerate config {name_or_path!r} is neither a shipped name ({', '.join(NAMED_CONFIGS)}) "
+            f"nor an existing file"
+        )
+    return path
+
+
+def needs_launcher(recipe) -> bool:
+    return recipe.launch.num_processes > 1 or recipe.launch.accelerate_config is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_accelerate_config(recipe, run_dir: Path) -> Path:
+    """Copy the chosen config into the run, filled in from the recipe; return its path."""
+    launch = recipe.launch
+    name = launch.accelerate_config or "multi_cpu"
+    config = yaml.safe_load(named_config_path(name).read_text()) or {}
+    config["num_processes"] = launch.num_processes
+    config["mixed_precision"] = launch.mixed_precision
+    if config.get("distributed_type") == "DEEPSPEED":
+        ds = config.setdefault("deepspeed_config", {})
+        train = getattr(recipe, "train", None)
+        if train is not None:
+            ds["gradient_accumulation_steps"] = train.grad_accum
+            if train.clip_grad_norm is not None:
+                ds["gradient_clipping"] = train.clip_grad_norm
+            else:
+                ds.pop("gradient_clipping", None)
+    if launch.num_processes > 1 and config.get("distributed_type") == "NO":
+        raise EmoError(f"accelerate config {name!r} is single-process, but launch.num_processes={launch.num_processes}")
+    path = Path(run_dir) / "accelerate_config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def launch_command(recipe, run_dir: Path, resume: bool, config_path: Path | None = None) -> list[str]:
+    config_path = config_path or Path(run_dir) / "accelerate_config.yaml"
+    port = recipe.launch.main_process_port or _free_port()
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(config_path),
+        "--num_processes", str(recipe.launch.num_processes),
+        "--main_process_port", str(port),
+        "-m", "emocli.worker", str(run_dir),
+    ]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def run_launched(cmd: list[str]) -> int:
+    """Run the launcher in the foreground; Ctrl-C reaches the workers, which save and exit."""
+    import subprocess
+
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Workers must not each grab every core: one thread per process unless the user says otherwise.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return proc.wait()

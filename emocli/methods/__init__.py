@@ -1,0 +1,1 @@
+"""One package per method: its recipe schema, model, training step and inference."""

@@ -1,0 +1,79 @@
+"""Sections shared by every recipe. Each method's recipe subclasses `Recipe` in its own package.
+
+Every section forbids unknown keys, so a misspelled key is an error that names it, never a
+silently ignored setting. This module imports pydantic only (no torch): recipes validate instantly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RunSection(Section):
+    name: Optional[str] = None
+    # `{method}` and `{name}` are filled in; a relative path is relative to the current directory.
+    output_dir: str = "runs/{method}"
+    seed: int = 0
+
+
+class LaunchSection(Section):
+    num_processes: int = Field(1, ge=1)
+    # A shipped config name (multi_cpu, single_gpu, multi_gpu, zero2, zero3) or a path to an
+    # accelerate config YAML. None = one process, in-process.
+    accelerate_config: Optional[str] = None
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    main_process_port: Optional[int] = None
+
+
+class OptimSection(Section):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class EmaSection(Section):
+    decay: float = Field(0.999, gt=0, lt=1)
+    # The exported `final/` weights are the EMA weights when true.
+    export: bool = True
+
+
+class TrainSection(Section):
+    batch_size: int = Field(8, ge=1, description="per process")
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    clip_grad_norm: Optional[float] = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+    eval_every: Optional[int] = Field(None, ge=1)
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    ema: Optional[EmaSection] = None
+    num_workers: int = Field(0, ge=0)
+    trackers: list[Literal["tensorboard"]] = Field(default_factory=lambda: ["tensorboard"])
+    # Record which sample indices each process trained on (first epoch), for auditing sharding.
+    audit_data: bool = False
+
+
+class Recipe(Section):
+    """The base of every method recipe: `method` selects the schema."""
+
+    method: str
+    description: Optional[str] = None
+    run: RunSection = Field(default_factory=RunSection)
+    launch: LaunchSection = Field(default_factory=LaunchSection)
+
+
+class TrainRecipe(Recipe):
+    """A recipe trained by the shared loop (`emocli.training.fit`)."""
+
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)

@@ -1,0 +1,381 @@
+"""The one training loop every method uses.
+
+A method describes *what* to train as a `TrainTask` (the trainable module, the data, the loss,
+how to export weights); `fit` does the rest, once for all methods: accelerate (one process,
+DDP or DeepSpeed), mixed precision, gradient accumulation, clipping, LR schedule, optional EMA,
+progress, trackers, a validation hook, atomic checkpoints with resume, clean exit on
+SIGINT/SIGTERM, and a stop with a clear message on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from emocli.errors import EmoError
+from emocli.progress import setup_logging, step_progress
+from emocli.runs import Run, latest_checkpoint, list_checkpoints, write_json_atomic
+
+log = logging.getLogger("emocli")
+
+
+class TrainingInterrupted(EmoError):
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=130)
+
+
+class TrainingDiverged(EmoError):
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=3)
+
+
+class TrainTask:
+    """What a method trains. Subclasses set `model` and `train_dataset` and implement `loss`."""
+
+    model: torch.nn.Module  # what the optimizer updates and checkpoints hold (trainable parts only)
+    train_dataset: torch.utils.data.Dataset
+    collate_fn = None
+
+    def setup(self, accelerator) -> None:
+        """Move frozen components to the device / dtype (called once, before training)."""
+
+    def loss(self, model, batch) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def evaluate(self, model, accelerator, step: int) -> dict | None:
+        """Validation hook, called on every process every `train.eval_every` steps and at the end."""
+        return None
+
+    def save_pretrained(self, model, directory: Path, state_dict: dict | None = None) -> None:
+        """Export trained weights (rank 0 only) so that they load with a from_pretrained call."""
+        raise NotImplementedError
+
+    def finish(self, model, accelerator, run: Run) -> None:
+        """After training, on every process (e.g. compute the emotion space); rank 0 writes."""
+
+
+@dataclass
+class FitResult:
+    step: int
+    model: torch.nn.Module  # unwrapped, final weights (EMA weights when exported)
+    final_dir: Path
+    last_loss: float | None
+
+
+def make_accelerator(run: Run):
+    """The Accelerator for a run: gloo when there is no GPU, seeded samplers, trackers."""
+    from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    recipe = run.recipe
+    kwargs_handlers = []
+    if not torch.cuda.is_available():
+        # Without a GPU accelerate picks no backend and falls back to one process (LAUNCH-NOTES.md).
+        kwargs_handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    train = getattr(recipe, "train", None)
+    log_with = None
+    if train is not None and "tensorboard" in train.trackers and _has_module("tensorboard"):
+        log_with = "tensorboard"
+    accelerator = Accelerator(
+        mixed_precision=recipe.launch.mixed_precision,
+        gradient_accumulation_steps=train.grad_accum if train is not None else 1,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(run.dir), logging_dir=str(run.dir / "tb")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=kwargs_handlers,
+    )
+    setup_logging(run.dir, accelerator.is_main_process)
+    set_seed(recipe.run.seed)
+    return accelerator
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+class _Ema:
+    """Exponential moving average of the trainable parameters (fp32 shadow copy)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, param in model.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].lerp_(param.detach().float(), 1.0 - self.decay)
+
+    def state_dict_over(self, state_dict: dict) -> dict:
+        merged = dict(state_dict)
+        for name, value in self.shadow.items():
+            if name in merged:
+                merged[name] = value.to(merged[name].dtype)
+        return merged
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and exits."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("received %s: saving a checkpoint at the end of this step", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResult:
+    from accelerate.utils import gather_object, set_seed
+    from transformers import get_scheduler
+
+    recipe = run.recipe
+    train, optim = recipe.train, recipe.optim
+    is_main = accelerator.is_main_process
+
+    model = task.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise EmoError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                                  weight_decay=optim.weight_decay)
+    generator = torch.Generator().manual_seed(recipe.run.seed)
+    loader = torch.utils.data.DataLoader(
+        task.train_dataset, batch_size=train.batch_size, shuffle=True, collate_fn=task.collate_fn,
+        num_workers=train.num_workers, generator=generator, drop_last=False,
+    )
+    task.setup(accelerator)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    steps_per_epoch = max(1, math.ceil(len(loader) / train.grad_accum))
+    max_steps = train.max_steps or steps_per_epoch * train.epochs
+    # Stepped once per optimizer step by us (not through accelerate, which would step it once
+    # per process), so the schedule is the same whatever the number of processes.
+    scheduler = get_scheduler(optim.scheduler, optimizer=_base_optimizer(optimizer),
+                              num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    ema = _Ema(accelerator.unwrap_model(model), train.ema.decay) if train.ema else None
+
+    step, epoch, skip_batches = 0, 0, 0
+    if resume:
+        ckpt = latest_checkpoint(run.dir)
+        if ckpt is None:
+            log.info("--resume: no complete checkpoint in %s; starting from step 0", run.checkpoints)
+        else:
+            step, epoch, skip_batches = _load_checkpoint(ckpt, accelerator, ema, train.batch_size)
+            log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
+    if step >= max_steps:
+        log.info("already at step %d of %d: nothing to train", step, max_steps)
+
+    if accelerator.trackers == [] and accelerator.log_with:
+        accelerator.init_trackers(recipe.run.name or recipe.method)
+    metrics_path = run.dir / "metrics.jsonl"
+    audit: list[int] = []
+    audit_epoch = epoch
+    last_loss = None
+    set_seed(recipe.run.seed + step)  # resumed runs draw fresh, reproducible noise
+
+    with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
+                                            every=train.log_every, start=step) as bar:
+        t_last, micro, loss_sum = time.perf_counter(), 0, torch.zeros((), device=accelerator.device)
+        position = skip_batches
+        while step < max_steps:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            position = skip_batches
+            for batch in batches:
+                position += 1
+                if train.audit_data and epoch == audit_epoch and isinstance(batch, dict) and "index" in batch:
+                    audit.extend(int(i) for i in batch["index"])
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, logs = _unpack(task.loss(model, batch) if batch is not None else None, params)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and train.clip_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach().float()
+                micro += 1
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                step += 1
+                if ema is not None:
+                    ema.update(accelerator.unwrap_model(model))
+                mean_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
+                loss_sum.zero_()
+                micro = 0
+                if not math.isfinite(mean_loss):
+                    last = latest_checkpoint(run.dir)
+                    raise TrainingDiverged(
+                        f"loss became {mean_loss} at step {step}; stopped without saving. Last good "
+                        f"checkpoint: {last or 'none'}. Try a lower optim.lr or set train.clip_grad_norm"
+                    )
+                last_loss = mean_loss
+                lr = scheduler.get_last_lr()[0]
+                bar.update(info=f"loss {mean_loss:.4f} lr {lr:.2e}")
+                if step % train.log_every == 0 or step == max_steps:
+                    now = time.perf_counter()
+                    record = {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
+                              "steps_per_s": train.log_every / max(now - t_last, 1e-9),
+                              **{k: float(v) for k, v in (logs or {}).items()}}
+                    t_last = now
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+                    if is_main:
+                        with metrics_path.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+                if train.eval_every and step % train.eval_every == 0 and step < max_steps:
+                    _evaluate(task, model, accelerator, step, metrics_path)
+                interrupted = _any_process(accelerator, stop.signal is not None)
+                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted:
+                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+                if interrupted:
+                    raise TrainingInterrupted(
+                        f"interrupted at step {step}; checkpoint saved in {run.checkpoints / f'step-{step}'}. "
+                        f"Continue with the same command and --resume"
+                    )
+                if step >= max_steps:
+                    break
+            else:
+                epoch, skip_batches, position = epoch + 1, 0, 0
+                continue
+            break  # max_steps reached inside the epoch
+
+    if train.audit_data:
+        shards = gather_object([audit])
+        if is_main:
+            write_json_atomic(run.dir / "audit_data.json", {"epoch": audit_epoch, "ranks": shards})
+    if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
+        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+    _evaluate(task, model, accelerator, step, metrics_path)
+
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    if ema is not None and train.ema.export:
+        state_dict = ema.state_dict_over(state_dict)
+    unwrapped = accelerator.unwrap_model(model)
+    if ema is not None and train.ema.export:
+        unwrapped.load_state_dict(state_dict, strict=False)
+    final_dir = run.final
+    if is_main:
+        tmp = final_dir.with_name(".final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        tmp.replace(final_dir)
+    accelerator.wait_for_everyone()
+    task.finish(unwrapped, accelerator, run)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if is_main:
+        log.info("done: step %d, final weights in %s", step, final_dir)
+    return FitResult(step=step, model=unwrapped, final_dir=final_dir, last_loss=last_loss)
+
+
+def _base_optimizer(optimizer):
+    """The torch optimizer under accelerate's (and DeepSpeed's) wrappers."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return getattr(inner, "optimizer", inner) if not isinstance(inner, torch.optim.Optimizer) else inner
+
+
+def _unpack(out, params):
+    if out is None:  # every image of the batch was unreadable: a zero loss keeps processes in step
+        return sum(p.sum() for p in params) * 0.0, {}
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, {}
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+def _evaluate(task, model, accelerator, step, metrics_path: Path) -> None:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        result = task.evaluate(model, accelerator, step)
+    model.train(was_training)
+    if result:
+        accelerator.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
+        if accelerator.is_main_process:
+            log.info("eval at step %d: %s", step, ", ".join(
+                f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, (int, float))))
+            with metrics_path.open("a") as f:
+                f.write(json.dumps({"step": step, "eval": result}) + "\n")
+
+
+def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int) -> Path:
+    """Write checkpoints/step-N atomically: everything goes to a temp dir renamed when complete."""
+    from safetensors.torch import save_file
+
+    final = run.checkpoints / f"step-{step}"
+    tmp = run.checkpoints / f".step-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process: DeepSpeed writes its shards
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+        write_json_atomic(tmp / "trainer_state.json", {
+            "step": step, "epoch": epoch, "batches_in_epoch": position,
+            "num_processes": accelerator.num_processes, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
+        for _, old in list_checkpoints(run.dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint: %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_checkpoint(ckpt: Path, accelerator, ema, batch_size: int) -> tuple[int, int, int]:
+    from safetensors.torch import load_file
+
+    accelerator.load_state(str(ckpt))
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if ema is not None and (ckpt / "ema.safetensors").is_file():
+        ema.shadow = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+    position = int(state["batches_in_epoch"])
+    saved_procs = int(state.get("num_processes", accelerator.num_processes))
+    if saved_procs != accelerator.num_processes:
+        # Same number of samples seen, expressed in batches of the new process count.
+        position = position * saved_procs // accelerator.num_processes
+        log.warning("resuming a %d-process run on %d processes", saved_procs, accelerator.num_processes)
+    return int(state["step"]), int(state["epoch"]), position

@@ -1,0 +1,44 @@
+"""Every shipped recipe validates; the override grammar; precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from emocli.errors import EmoError
+from emocli.recipes.load import apply_overrides, list_recipes, load_recipe
+
+
+@pytest.mark.parametrize("name", [name for name, _ in list_recipes()])
+def test_every_shipped_recipe_validates(name):
+    recipe = load_recipe(name)
+    assert recipe.method
+
+
+def test_there_is_a_tiny_twin_for_every_real_recipe():
+    names = {name for name, _ in list_recipes()}
+    for name in names:
+        if not name.startswith("tiny/"):
+            assert f"tiny/{name}" in names, f"{name} has no CPU twin under recipes/tiny/"
+
+
+def test_override_grammar():
+    data = {"a": {"b": 1, "c": {"d": 2}}, "e": 3}
+    apply_overrides(data, ["a.b=3.0e-4", "a.c.d=[1, 2]", "new.key=yes", "~e", "a.s=hello world"])
+    assert data == {"a": {"b": 3.0e-4, "c": {"d": [1, 2]}, "s": "hello world"}, "new": {"key": True}}
+    with pytest.raises(EmoError, match="no key"):
+        apply_overrides(data, ["~a.zz"])
+    with pytest.raises(EmoError, match="key.path=value"):
+        apply_overrides(data, ["justaword"])
+    with pytest.raises(EmoError, match="is a value"):
+        apply_overrides(data, ["a.b.c=1"])
+
+
+def test_schema_coerces_yaml_quirks():
+    recipe = load_recipe("tiny/emotion-encoder", ["optim.lr=3e-4"])  # YAML reads 3e-4 as a string
+    assert recipe.optim.lr == pytest.approx(3e-4)
+
+
+def test_unknown_key_error_names_key_and_close_match():
+    with pytest.raises(EmoError) as err:
+        load_recipe("tiny/emotion-encoder", ["model.backbone.pretraind=x"])
+    assert "model.backbone.pretraind" in str(err.value) and "pretrained" in str(err.value)
