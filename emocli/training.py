@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -76,15 +77,18 @@ def make_accelerator(run: Run):
     from accelerate.utils import ProjectConfiguration, set_seed
 
     recipe = run.recipe
-    kwargs_handlers = []
-    if not torch.cuda.is_available():
-        # Without a GPU accelerate picks no backend and falls back to one process (LAUNCH-NOTES.md).
+    kwargs_handlers, cpu = [], False
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Without a GPU accelerate picks no backend and each process trains alone (LAUNCH-NOTES.md):
+        # name gloo, and for plain data parallelism ask for CPU processes (DistributedType.MULTI_CPU).
         kwargs_handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        cpu = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
     train = getattr(recipe, "train", None)
     log_with = None
     if train is not None and "tensorboard" in train.trackers and _has_module("tensorboard"):
         log_with = "tensorboard"
     accelerator = Accelerator(
+        cpu=cpu,
         mixed_precision=recipe.launch.mixed_precision,
         gradient_accumulation_steps=train.grad_accum if train is not None else 1,
         log_with=log_with,
@@ -151,13 +155,15 @@ class _StopFlag:
 
 
 def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResult:
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import gather_object
     from transformers import get_scheduler
 
     recipe = run.recipe
     train, optim = recipe.train, recipe.optim
     is_main = accelerator.is_main_process
 
+    log.info("accelerate: %s, %d process(es), device %s, mixed precision %s", accelerator.distributed_type.value,
+             accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -198,7 +204,6 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     audit: list[int] = []
     audit_epoch = epoch
     last_loss = None
-    set_seed(recipe.run.seed + step)  # resumed runs draw fresh, reproducible noise
 
     with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
                                             every=train.log_every, start=step) as bar:

@@ -52,8 +52,8 @@ class EmotionEncoderTask(TrainTask):
                                     model_cfg.emotion_dim, 8, model_cfg.dropout, preprocess)
         if model_cfg.backbone.freeze:
             self.model.backbone.requires_grad_(False)
-        self.eval_transform = image_transform(data.image_size, resize=data.resize, mean=data.mean, std=data.std)
-        train_transform = image_transform(data.image_size, resize=data.resize, mean=data.mean, std=data.std,
+        self.eval_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std)
+        train_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std,
                                           train=True, flip=data.flip)
         self.splits = {s: _cap(self.release.records(s), data.max_images_per_split) for s in self.release.splits}
         self.train_dataset = EmoSetImages(self.splits["train"], train_transform)

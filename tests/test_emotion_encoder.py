@@ -1,0 +1,160 @@
+"""The first method end to end on a tiny random ResNet and synthetic EmoSet, in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from emocli.emotion_space import EmotionSpace
+from emocli.recipes.load import load_recipe
+from emocli.runs import latest_checkpoint, list_checkpoints, prepare_run
+from tests.conftest import ROOT, shared_path
+
+
+def _recipe(emoset, out, *overrides):
+    return load_recipe("tiny/emotion-encoder", [f"data.root={emoset}", f"run.output_dir={out}", *overrides])
+
+
+def _train(recipe, resume=False):
+    from emocli.worker import run_method
+
+    run = prepare_run(recipe, ["test"], resume=resume)
+    run_method(run.dir, resume)
+    return run.dir
+
+
+def _losses(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if "loss" in x]
+
+
+@pytest.fixture(scope="module")
+def trained(emoset_tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("enc") / "run"
+    return _train(_recipe(emoset_tiny, out, "train.epochs=6", "train.log_every=2"))
+
+
+def test_loss_falls_and_accuracy_above_chance(trained):
+    losses = [x["loss"] for x in _losses(trained)]
+    assert len(losses) >= 5
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < first * 0.8, losses
+    metrics = json.loads((trained / "final" / "metrics.json").read_text())
+    assert set(metrics) >= {"train", "val", "test"}
+    assert metrics["train"]["accuracy"] > 0.3  # chance is 1/8
+    assert metrics["val"]["accuracy"] > 0.2
+
+
+def test_outputs_load_back(trained):
+    from emocli.methods.emotion_encoder.model import EmotionEncoder
+
+    model = EmotionEncoder.from_pretrained(trained)
+    rep = model.represent(torch.zeros(2, 3, 32, 32))
+    assert rep.shape == (2, 768)
+    space = EmotionSpace.load(trained / "final", expect_dim=768)
+    assert space.mean.shape == (8, 768) and (space.std > 0).all()
+    assert (trained / "recipe.yaml").is_file() and (trained / "versions.json").is_file()
+    ckpt = latest_checkpoint(trained)
+    assert (ckpt / "model" / "model.safetensors").is_file() and (ckpt / "trainer_state.json").is_file()
+    assert not list((trained / "checkpoints").glob(".*tmp"))
+    assert len(list_checkpoints(trained)) <= 2  # keep_checkpoints
+
+
+def test_official_emotion_space_loads():
+    folder = shared_path("data", "emogen-official", "emo_space")
+    space = EmotionSpace.load(folder, expect_dim=768)
+    assert space.mean.shape == (8, 768)
+    norms = space.mean.norm(dim=1)
+    assert 12 < norms.min() < norms.max() < 19  # documented: 12.7 (sadness) .. 18.3 (excitement)
+    sample = space.sample("fear", 4, torch.Generator().manual_seed(0))
+    assert sample.shape == (4, 768)
+
+
+def test_emotion_space_round_trip_and_wrong_dim(tmp_path):
+    from emocli.errors import EmoError
+
+    feats = torch.randn(80, 16)
+    labels = torch.arange(80) % 8
+    space = EmotionSpace.fit(feats, labels)
+    path = space.save(tmp_path)
+    again = EmotionSpace.load(path)
+    assert torch.allclose(again.mean, space.mean) and again.emotions == space.emotions
+    assert torch.allclose(space.mean[3], feats[labels == 3].mean(0), atol=1e-6)
+    with pytest.raises(EmoError, match="dimension 16"):
+        EmotionSpace.load(path, expect_dim=768)
+
+
+def test_resume_continues_at_same_step_with_same_weights(emoset_tiny, tmp_path):
+    """6 steps + resume to 10 == 10 steps straight: model, optimizer, scheduler, RNG and data position
+    all round-trip. (Random flips are off: they draw from Python's global RNG inside the data
+    pipeline, which is not part of the bit-exact promise.)"""
+    from safetensors.torch import load_file
+
+    straight = _train(_recipe(emoset_tiny, tmp_path / "straight", "train.max_steps=10", "train.checkpoint_every=5",
+                              "data.flip=false"))
+    part = _recipe(emoset_tiny, tmp_path / "part", "train.max_steps=6", "train.checkpoint_every=3", "data.flip=false")
+    _train(part)
+    resumed = _train(_recipe(emoset_tiny, tmp_path / "part", "train.max_steps=10", "train.checkpoint_every=5",
+                             "data.flip=false"), resume=True)
+    steps = [x["step"] for x in _losses(resumed)]
+    assert steps == sorted(set(steps)) and steps[-1] == 10
+    assert "resumed from" in (resumed / "log.txt").read_text()
+    a = load_file(str(straight / "final" / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "final" / "model" / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_existing_run_without_resume_is_refused(emoset_tiny, tmp_path):
+    from emocli.errors import EmoError
+
+    _train(_recipe(emoset_tiny, tmp_path / "r", "train.max_steps=2"))
+    with pytest.raises(EmoError, match="--resume"):
+        prepare_run(_recipe(emoset_tiny, tmp_path / "r", "train.max_steps=2"), ["test"])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoset_tiny, tmp_path):
+    from emocli.methods.emotion_encoder.train import EmotionEncoderTask
+    from emocli.training import TrainingDiverged, fit, make_accelerator
+
+    class Exploding(EmotionEncoderTask):
+        calls = 0
+
+        def loss(self, model, batch):
+            Exploding.calls += 1
+            loss, logs = super().loss(model, batch)
+            return (loss * float("nan"), logs) if Exploding.calls > 4 else (loss, logs)
+
+    recipe = _recipe(emoset_tiny, tmp_path / "nan", "train.max_steps=10", "train.checkpoint_every=2")
+    run = prepare_run(recipe, ["test"])
+    with pytest.raises(TrainingDiverged) as err:
+        fit(Exploding(recipe), run, make_accelerator(run))
+    assert "step 5" in str(err.value) and "step-4" in str(err.value)
+    assert latest_checkpoint(run.dir).name == "step-4"
+
+
+def test_sigint_saves_checkpoint_and_exits_cleanly(emoset_tiny, tmp_path):
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "emocli", "train", "emotion-encoder", "tiny/emotion-encoder",
+           f"data.root={emoset_tiny}", f"run.output_dir={out}", "train.max_steps=100000", "train.log_every=1",
+           "~train.checkpoint_every"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and
+                                          len((out / "metrics.jsonl").read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and (ckpt / "model" / "model.safetensors").is_file()
