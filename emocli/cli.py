@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from emocli import __version__
-from emocli.commands import data, models, recipes, train
+from emocli.commands import data, models, quickstart, recipes, sample, train
 from emocli.errors import EmoError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(recipes.app, name="recipes")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
+app.command("sample")(sample.sample)
+app.command("quickstart")(quickstart.quickstart)
 
 
 def _version(value: bool):

@@ -43,6 +43,22 @@ METHODS: dict[str, Method] = {
             summary="EmoGen stage 1: image backbone + 768-d emotion representation + 8-way head; "
             "then the per-emotion Gaussian emotion space",
         ),
+        Method(
+            name="emogen",
+            schema="emocli.methods.emogen.config:EmoGenRecipe",
+            entry="emocli.methods.emogen.train:main",
+            default_recipe="emogen",
+            summary="EmoGen stage 2: the mapping network that turns emotion vectors into a pseudo-word "
+            "of a frozen Stable Diffusion",
+        ),
+        Method(
+            name="emoclip",
+            schema="emocli.methods.emoclip.config:EmoClipRecipe",
+            entry="emocli.methods.emoclip.train:main",
+            default_recipe="emoclip",
+            summary="EmoCLIP: contrastive fine-tune of CLIP's text tower on 'caption + emotion' "
+            "(plugs into EmoGen as model.text_encoder)",
+        ),
     ]
 }
 

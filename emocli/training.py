@@ -101,6 +101,11 @@ def make_accelerator(run: Run):
     return accelerator
 
 
+def weight_dtype(accelerator) -> torch.dtype:
+    """The dtype for frozen components under the run's mixed precision."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
 def _has_module(name: str) -> bool:
     import importlib.util
 

@@ -13,7 +13,7 @@ HEAVY = ("torch", "diffusers", "transformers", "datasets", "trl", "accelerate", 
 
 
 def test_import_cli_imports_nothing_heavy():
-    code = "import sys, emocli.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    code = f"import sys, emocli.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"emocli.cli imported: {out.stdout.strip()}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -44,7 +44,7 @@ app.command("ls", hidden=True)(list_cmd)
 @app.command()
 def show(
     recipe: str = typer.Argument(..., help="Recipe name or path."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value or ~key.path"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key.path=value or ~key.path"),
 ):
     """Print the resolved recipe (defaults filled in, overrides applied)."""
     from emocli.recipes.load import dump_recipe, load_recipe
@@ -68,7 +68,7 @@ def cp(recipe: str = typer.Argument(..., help="Recipe name."), dest: Path = type
 
 
 @app.command()
-def validate(files: List[str] = typer.Argument(..., help="Recipe files or names.")):
+def validate(files: list[str] = typer.Argument(..., help="Recipe files or names.")):
     """Validate recipes against their method's schema."""
     from emocli.recipes.load import load_recipe
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -71,7 +71,7 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
 
 def _train_command(method_name: str):
     def command(
-        args: Optional[List[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
+        args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
         resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
         num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
                                                     help="Processes (GPUs); >1 launches through accelerate."),

@@ -8,8 +8,9 @@ Values of overrides are parsed with `yaml.safe_load` and then coerced by the typ
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

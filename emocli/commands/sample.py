@@ -1,0 +1,74 @@
+"""`emo sample`: emotional images from a trained EmoGen run (or explicit SD + mapper + emotion space)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from emocli.errors import EmoError
+
+
+def sample(
+    emotion: str = typer.Option(..., "--emotion", help="An EmoSet emotion, or 'all' for the 8."),
+    out: Path = typer.Option(..., "--out", help="Output folder: OUT/<emotion>/<name>.png + .json, OUT/grid.png."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A trained `emo train emogen` run directory."),
+    obj: Optional[str] = typer.Option(None, "--object", help="Object word after the emotion token, e.g. cup."),
+    fuse: Optional[str] = typer.Option(None, "--fuse", help="A second emotion: two emotion tokens in one prompt."),
+    mix: Optional[float] = typer.Option(None, "--mix", min=0.0, max=1.0,
+                                        help="With --fuse: one token from the emotion space interpolated this far."),
+    n: int = typer.Option(4, "--n", min=1, help="Images per emotion."),
+    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Default: the run's sample.steps (50)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="unipc (default), dpm++, ddim, ddpm, pndm."),
+    sd: Optional[str] = typer.Option(None, "--sd", help="Without --run: Stable Diffusion folder or Hub id."),
+    mapper: Optional[Path] = typer.Option(None, "--mapper", help="Without --run: a mapper folder."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Emotion space (ours or the official emo_space/)."),
+    text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help="Without --run: e.g. an EmoCLIP text encoder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
+):
+    """Generate emotional images: `emo sample --run RUN --emotion fear --object cup --n 8 --out OUT`."""
+    from emocli.emotions import EMOSET
+
+    emotions = list(EMOSET.labels) if emotion.strip().lower() == "all" else [EMOSET.validate(emotion)]
+    if fuse is not None:
+        EMOSET.validate(fuse)
+    if mix is not None and fuse is None:
+        raise EmoError("--mix needs --fuse EMOTION (the emotion to interpolate towards)")
+    if run is None and not (sd and mapper and space):
+        raise EmoError("give --run RUN_DIR, or all of --sd, --mapper and --space")
+
+    import torch
+
+    from emocli.methods.emogen.sample import EmoGenSampler
+    from emocli.samples import write_grid, write_sample
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype != "auto" and dtype not in dtypes:
+        raise EmoError(f"unknown --dtype {dtype!r}; valid: auto, fp32, fp16, bf16")
+    torch_dtype = dtypes.get(dtype, torch.float16 if dev == "cuda" else torch.float32)
+    defaults = {"steps": 50, "guidance": 7.5, "scheduler": "unipc", "batch_size": 4}
+    if run is not None:
+        sampler = EmoGenSampler.from_run(run, dev, torch_dtype, emotion_space=str(space) if space else None)
+        import json
+
+        defaults.update(json.loads((run / "final" / "emogen.json").read_text()).get("sample", {}))
+    else:
+        sampler = EmoGenSampler.from_parts(sd, mapper, space, text_encoder, dev, torch_dtype)
+    settings = {"steps": steps or defaults["steps"], "guidance": defaults["guidance"] if guidance is None else guidance,
+                "scheduler": scheduler or defaults["scheduler"], "batch_size": defaults.get("batch_size") or 4,
+                "height": defaults.get("height"), "width": defaults.get("width")}
+    from emocli.progress import step_progress
+
+    out.mkdir(parents=True, exist_ok=True)
+    with step_progress(n * len(emotions), "sample", every=max(1, n)) as bar:
+        for name in emotions:
+            for i, image, params in sampler.generate(name, n=n, seed=seed, obj=obj, fuse=fuse, mix=mix, **settings):
+                write_sample(out, name, f"{name}_{i:04d}", image, params)
+                bar.update()
+    grid_path = write_grid(out)
+    typer.echo(f"{n * len(emotions)} images in {out}; grid: {grid_path}")
