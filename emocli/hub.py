@@ -25,3 +25,12 @@ def load_pretrained(loader, name_or_path: str, recipe_key: str, what: str = "wei
             f"cache and the Hub is unreachable. Download it where there is network "
             f"(`hf download {name_or_path}`) or set {recipe_key}=/path/to/a/local/copy"
         ) from None
+
+
+def quiet_loading() -> None:
+    """No per-file progress bars from diffusers/transformers when loading weights (our own progress shows)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

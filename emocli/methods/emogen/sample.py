@@ -16,7 +16,7 @@ import torch
 from emocli.emotion_space import EmotionSpace
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
-from emocli.hub import load_pretrained
+from emocli.hub import load_pretrained, quiet_loading
 from emocli.methods.emogen.injection import add_placeholders, encode_with_vectors, tokenize
 from emocli.methods.emogen.mapper import Mapper
 
@@ -28,14 +28,15 @@ def load_sd_pipeline(pretrained: str, text_encoder: str | None = None, dtype=tor
     """A StableDiffusionPipeline from a folder or Hub id, optionally with another text encoder."""
     from diffusers import StableDiffusionPipeline
 
+    quiet_loading()
     pipe = load_pretrained(StableDiffusionPipeline.from_pretrained, pretrained, "model.pretrained",
                            what="Stable Diffusion", safety_checker=None, feature_extractor=None,
-                           requires_safety_checker=False, torch_dtype=dtype)
+                           requires_safety_checker=False, dtype=dtype)
     if text_encoder:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         pipe.text_encoder = load_pretrained(CLIPTextModel.from_pretrained, text_encoder, "model.text_encoder",
-                                            what="text encoder", torch_dtype=dtype)
+                                            what="text encoder", dtype=dtype)
         if (Path(text_encoder) / "vocab.json").is_file():
             pipe.tokenizer = CLIPTokenizer.from_pretrained(text_encoder)
     pipe.set_progress_bar_config(disable=True)
@@ -43,8 +44,13 @@ def load_sd_pipeline(pretrained: str, text_encoder: str | None = None, dtype=tor
 
 
 def set_scheduler(pipe, name: str):
-    from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler,
-                           UniPCMultistepScheduler)
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        PNDMScheduler,
+        UniPCMultistepScheduler,
+    )
 
     config = pipe.scheduler.config
     if name == "unipc":
