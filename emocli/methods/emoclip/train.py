@@ -154,8 +154,8 @@ class EmoClipTask(TrainTask):
             model.load_state_dict(state_dict)
         self.clip.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        text = CLIPTextModel(self.clip.config.text_config)
-        text.text_model.load_state_dict(self.clip.text_model.state_dict())
+        text = CLIPTextModel(self.clip.config.text_config)  # what StableDiffusionPipeline loads
+        text.load_state_dict(self.clip.text_model.state_dict())
         text.save_pretrained(directory.parent / "text_encoder")
         self.tokenizer.save_pretrained(directory.parent / "text_encoder")
 

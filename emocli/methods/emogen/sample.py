@@ -37,7 +37,7 @@ def load_sd_pipeline(pretrained: str, text_encoder: str | None = None, dtype=tor
 
         pipe.text_encoder = load_pretrained(CLIPTextModel.from_pretrained, text_encoder, "model.text_encoder",
                                             what="text encoder", dtype=dtype)
-        if (Path(text_encoder) / "vocab.json").is_file():
+        if any((Path(text_encoder) / f).is_file() for f in ("tokenizer.json", "vocab.json")):
             pipe.tokenizer = CLIPTokenizer.from_pretrained(text_encoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

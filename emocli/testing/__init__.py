@@ -1,0 +1,1 @@
+"""Test helpers: tiny random models built locally (see `emocli.testing.tiny`)."""
