@@ -119,7 +119,7 @@ def main():
     latents, vectors = make_batch(parts, args.batch, args.device, dtype, resolution)
     steps = {"ours": ours_step, "original": original_step}
     elapsed = {k: 0.0 for k in steps}
-    for name, fn in steps.items():  # warm-up
+    for fn in steps.values():  # warm-up
         fn(parts, mapper, optimizer, pid, ids, latents, vectors)
     for _ in range(args.rounds):
         for name, fn in steps.items():
