@@ -24,8 +24,12 @@ def write_sample(out: Path, emotion: str, name: str, image: Image.Image, params:
 
 def read_samples(out: Path) -> dict[str, list[Path]]:
     """{emotion: [png paths]} of a folder written by write_sample."""
+    from emocli.emotions import EMOSET
+
+    order = {name: i for i, name in enumerate(EMOSET.labels)}
     found: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in Path(out).iterdir() if p.is_dir()):
+    folders = [p for p in Path(out).iterdir() if p.is_dir()]
+    for folder in sorted(folders, key=lambda p: (order.get(p.name, len(order)), p.name)):
         images = sorted(folder.glob("*.png"))
         if images:
             found[folder.name] = images
@@ -44,8 +48,11 @@ def grid(rows: list[tuple[str, list[Image.Image]]], cell: int = 128, label_width
     return canvas
 
 
-def write_grid(out: Path, max_per_row: int = 8, cell: int = 128) -> Path:
+def write_grid(out: Path, max_per_row: int = 8, cell: int | None = None) -> Path:
     rows = [(emotion, [Image.open(p) for p in paths[:max_per_row]]) for emotion, paths in read_samples(out).items()]
+    if cell is None:  # the images' own size, kept between 64 and 256 px
+        first = next((images[0] for _, images in rows if images), None)
+        cell = min(256, max(64, first.width if first else 128))
     path = Path(out) / "grid.png"
     grid(rows, cell=cell).save(path)
     return path

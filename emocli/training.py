@@ -175,12 +175,12 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
         raise EmoError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
                                   weight_decay=optim.weight_decay)
+    task.setup(accelerator)  # frozen parts to the device; may build train_dataset (precomputed features)
     generator = torch.Generator().manual_seed(recipe.run.seed)
     loader = torch.utils.data.DataLoader(
         task.train_dataset, batch_size=train.batch_size, shuffle=True, collate_fn=task.collate_fn,
         num_workers=train.num_workers, generator=generator, drop_last=False,
     )
-    task.setup(accelerator)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     steps_per_epoch = max(1, math.ceil(len(loader) / train.grad_accum))

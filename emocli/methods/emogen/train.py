@@ -181,7 +181,9 @@ class EmoGenTask(TrainTask):
 
         dtype = weight_dtype(accelerator)
         self.device, self.dtype = accelerator.device, dtype
-        self.pipe.to(accelerator.device, dtype)
+        self.pipe.to(accelerator.device)
+        if dtype != torch.float32:
+            self.pipe.to(dtype=dtype)
         self.prompt_ids = self.prompt_ids.to(accelerator.device)
         self.encoder.to(accelerator.device)
         if self.clip is not None:

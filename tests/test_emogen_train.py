@@ -1,0 +1,115 @@
+"""EmoGen stage 2 on tiny models: the loss falls, only the mapper learns, resume, the run samples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from emocli.recipes.load import load_recipe
+from emocli.runs import latest_checkpoint, prepare_run
+from tests.conftest import run_emo
+
+
+@pytest.fixture(scope="module")
+def setup_dirs(emoset_tiny, tmp_path_factory):
+    """Tiny models, a prepared synthetic EmoSet with encoder alpha, a trained tiny emotion encoder."""
+    from emocli.data.alpha import compute_alpha
+    from emocli.data.prepare import prepare_emoset
+    from emocli.testing.tiny import make_tiny
+    from emocli.worker import run_method
+
+    root = tmp_path_factory.mktemp("emogen")
+    models = make_tiny(root / "models", which=("sd", "clip"))
+    prepared = prepare_emoset(str(emoset_tiny), root / "prepared")
+    enc = load_recipe("tiny/emotion-encoder", [f"data.root={emoset_tiny}", f"run.output_dir={root / 'encoder'}",
+                                               "train.max_steps=10"])
+    run_method(prepare_run(enc, ["test"]).dir, False)
+    compute_alpha(prepared, classifier=str(root / "encoder"))
+    return {"root": root, "models": models, "prepared": prepared, "encoder": root / "encoder"}
+
+
+def _recipe(d, out, *overrides):
+    return load_recipe("tiny/emogen", [
+        f"model.pretrained={d['models']['sd']}", f"model.clip={d['models']['clip']}",
+        f"model.emotion_encoder={d['encoder']}", f"data.prepared={d['prepared']}", f"run.output_dir={out}",
+        *overrides])
+
+
+def test_gradients_reach_only_the_mapper(setup_dirs):
+    from accelerate import Accelerator
+
+    from emocli.methods.emogen.train import EmoGenTask
+
+    recipe = _recipe(setup_dirs, setup_dirs["root"] / "grad")
+    run = prepare_run(recipe, ["test"])
+    task = EmoGenTask(recipe, run)
+    task.setup(Accelerator(cpu=True))
+    batch = torch.utils.data.default_collate([task.train_dataset[i] for i in range(4)])
+    loss, logs = task.loss(task.model, batch)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
+    frozen = [task.pipe.unet, task.pipe.vae, task.pipe.text_encoder, task.clip, task.encoder]
+    assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
+    assert {"loss_diffusion", "loss_attr", "alpha"} <= set(logs)
+    # Per-sample alpha and attributes are real batch columns, not the first sample's.
+    assert batch["alpha"].shape == (4,) and batch["attr_index"].shape == (4,)
+
+
+def test_training_reduces_the_loss_and_the_run_samples(setup_dirs, tmp_path):
+    from accelerate import Accelerator
+
+    from emocli.methods.emogen.mapper import Mapper
+    from emocli.methods.emogen.train import EmoGenTask
+    from emocli.worker import run_method
+
+    out = setup_dirs["root"] / "train"
+    recipe = _recipe(setup_dirs, out, "train.max_steps=40", "train.log_every=5", "data.cache_latents=true",
+                     "optim.lr=3.0e-3")
+    run_method(prepare_run(recipe, ["test"]).dir, False)
+    assert (out / "final" / "model" / "mapper.safetensors").is_file()
+    assert (out / "final" / "emotion_space.safetensors").is_file()
+    assert list((out / "samples").glob("step-*.png"))  # validation images during training
+
+    # The same batch, noise and timesteps: the trained mapper's loss is below the initial one's.
+    task = EmoGenTask(_recipe(setup_dirs, setup_dirs["root"] / "probe"), prepare_run(
+        _recipe(setup_dirs, setup_dirs["root"] / "probe"), ["t"]))
+    task.setup(Accelerator(cpu=True))
+    batch = torch.utils.data.default_collate([task.train_dataset[i] for i in range(32)])
+    torch.manual_seed(recipe.run.seed)
+    initial = Mapper(**Mapper.from_pretrained(out / "final" / "model").config)
+    losses = {}
+    for name, mapper in {"initial": initial, "trained": Mapper.from_pretrained(out / "final" / "model")}.items():
+        torch.manual_seed(123)
+        with torch.no_grad():
+            losses[name] = task.loss(mapper, batch)[0].item()
+    assert losses["trained"] < losses["initial"], losses
+
+    done = run_emo("sample", "--run", str(out), "--emotion", "fear", "--object", "cup", "--n", "2",
+                   "--out", str(tmp_path / "s"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "s" / "fear").glob("*.png"))) == 2
+
+
+def test_resume_continues_at_the_same_step(setup_dirs):
+    from emocli.worker import run_method
+
+    out = setup_dirs["root"] / "resume"
+    run_method(prepare_run(_recipe(setup_dirs, out, "train.max_steps=6", "train.checkpoint_every=3"), ["t"]).dir, False)
+    assert latest_checkpoint(out).name == "step-6"
+    run_method(prepare_run(_recipe(setup_dirs, out, "train.max_steps=9", "train.checkpoint_every=3"), ["t"],
+                           resume=True).dir, True)
+    log = (out / "log.txt").read_text()
+    assert "resumed from" in log and "step 6" in log
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == sorted(steps) and steps[-1] == 9
+    assert latest_checkpoint(out).name == "step-9"
+    assert "loaded from" in log  # emotion vectors came from the run's cache, not recomputed
+
+
+def test_not_prepared_folder_is_one_line_exit_2(setup_dirs, tmp_path):
+    done = run_emo("train", "emogen", "tiny/emogen", f"data.prepared={tmp_path}", f"run.output_dir={tmp_path / 'r'}",
+                   f"model.emotion_encoder={setup_dirs['encoder']}")
+    assert done.returncode == 2 and "prepare" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
