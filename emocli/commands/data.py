@@ -1,9 +1,13 @@
-"""`emo data synth | ...`: datasets in the exact official layouts."""
+"""`emo data synth | prepare | alpha | import-emogen | stats`: datasets and their derived artifacts.
+
+Every command imports what it needs when it runs (no torch / datasets at import time).
+"""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,6 +16,16 @@ app = typer.Typer(help="Prepare and synthesise datasets.", no_args_is_help=True)
 
 class SynthDataset(str, Enum):
     emoset = "emoset"
+
+
+class PrepareDataset(str, Enum):
+    emoset = "emoset"
+
+
+def _logging() -> None:
+    from emocli.progress import setup_logging
+
+    setup_logging(debug=False)
 
 
 @app.command()
@@ -26,3 +40,147 @@ def synth(
 
     path = synth_emoset(out, n=n, seed=seed)
     typer.echo(f"wrote synthetic {dataset.value} ({n} images) to {path}")
+
+
+@app.command()
+def prepare(
+    dataset: PrepareDataset = typer.Argument(..., help="Which dataset to prepare."),
+    source: str = typer.Option(..., "--source", help="An official release folder, a parquet/JSONL export "
+                               "(file or folder), a `datasets` saved folder, or a Hub dataset id."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created; see docs/data.md)."),
+    streaming: bool = typer.Option(False, "--streaming", help="Stream a Hub dataset instead of downloading it."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the balanced lists."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only these splits (comma-separated)."),
+    min_attribute_images: int = typer.Option(3, "--min-attribute-images", min=1,
+                                             help="Fewest training images an attribute needs for the vocabulary."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads that check images."),
+):
+    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary."""
+    import json
+
+    from emocli.data.prepare import prepare_emoset
+
+    _logging()
+    path = prepare_emoset(source, out, streaming=streaming, seed=seed, split=split,
+                          min_attribute_images=min_attribute_images, overwrite=overwrite, workers=workers)
+    manifest = json.loads((path / "prepare.json").read_text())
+    counts = manifest["counts"]["per_split"]
+    bad = manifest["bad_image_count"]
+    typer.echo(f"prepared {dataset.value}: {manifest['counts']['total']} images "
+               f"({', '.join(f'{s} {n}' for s, n in counts.items())}), {bad} bad image{'s' * (bad != 1)} "
+               f"skipped; balanced scene {manifest['balanced']['scene']}, object {manifest['balanced']['object']} "
+               f"-> {path}")
+
+
+@app.command()
+def alpha(
+    prepared: Path = typer.Option(..., "--prepared", help="A folder written by `emo data prepare`."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="An emotion-encoder run or model "
+                                              "folder; without it alpha is the label frequency."),
+    filter_threshold: Optional[float] = typer.Option(None, "--filter-threshold", help="Also write balanced "
+                                                     "lists without images whose predicted emotion differs from "
+                                                     "the label or whose score is <= T (needs --classifier)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+):
+    """EmoGen's emotion confidence alpha per attribute (alpha.json, emotion_scores.jsonl)."""
+    import json
+
+    from emocli.data.alpha import compute_alpha
+
+    _logging()
+    path = compute_alpha(prepared, classifier=classifier, filter_threshold=filter_threshold, batch_size=batch_size)
+    data = json.loads(path.read_text())
+    line = (f"alpha ({data['method']}): {len(data['scene'])} scene + {len(data['object'])} object attributes "
+            f"-> {path}")
+    if "filter" in data:
+        f = data["filter"]
+        line += (f"; filter kept {f['kept']} of {f['images']} images (balanced scene {f['balanced']['scene']}, "
+                 f"object {f['balanced']['object']})")
+    typer.echo(line)
+
+
+@app.command("import-emogen")
+def import_emogen(
+    repo: Path = typer.Option(..., "--repo", help="A checkout of the official EmoGen repository."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing import folder."),
+):
+    """Convert EmoGen's released artifacts (emotion space, alpha, attribute lists, CLIP head) to safe files."""
+    import json
+
+    from emocli.data.emogen_import import import_emogen as run
+
+    _logging()
+    path = run(repo, out, overwrite=overwrite)
+    manifest = json.loads((path / "import.json").read_text())
+    for name, what in manifest["written"].items():
+        typer.echo(f"{name}: {what}")
+    if manifest["missing"]:
+        typer.echo(f"missing: {', '.join(manifest['missing'])}")
+    typer.echo(f"-> {path}")
+
+
+@app.command()
+def stats(folder: Path = typer.Argument(..., help="A folder written by `emo data prepare`.")):
+    """Images per split and emotion, attribute coverage and bad images of a prepared folder."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from emocli.emotions import EMOSET
+    from emocli.errors import EmoError
+
+    manifest_path = folder / "prepare.json"
+    if not manifest_path.is_file():
+        raise EmoError(f"{folder} is not a prepared folder (no prepare.json); make one with `emo data prepare`")
+    try:
+        m = json.loads(manifest_path.read_text())
+        counts = m["counts"]
+        splits = list(m["splits"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EmoError(f"cannot read {manifest_path}: {e}") from None
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{folder}[/bold]  source {m.get('source')} ({m.get('source_kind')}), seed {m.get('seed')}")
+
+    table = Table(title="images per split and emotion")
+    table.add_column("emotion")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for e in EMOSET.labels:
+        table.add_row(e, *(str(counts["per_split_emotion"][s][e]) for s in splits), str(counts["per_emotion"][e]))
+    table.add_row("[bold]all[/bold]", *(str(counts["per_split"][s]) for s in splits), str(counts["total"]))
+    console.print(table)
+
+    coverage = m.get("attribute_coverage", {})
+    table = Table(title="primary attribute coverage (images)")
+    table.add_column("split")
+    for col in ("scene", "object", "none"):
+        table.add_column(col, justify="right")
+    for s in splits:
+        c = coverage.get(s, {})
+        table.add_row(s, *(str(c.get(col, 0)) for col in ("scene", "object", "none")))
+    console.print(table)
+    classes = m.get("attribute_classes", {})
+    balanced = m.get("balanced", {})
+    console.print(f"attributes over {', '.join(m.get('attribute_splits', []))}: {classes.get('scene', 0)} scene, "
+                  f"{classes.get('object', 0)} object; balanced lists: scene {balanced.get('scene', 0)}, "
+                  f"object {balanced.get('object', 0)}")
+    if m.get("missing_fields"):
+        console.print(f"[yellow]missing fields:[/yellow] {', '.join(m['missing_fields'])}")
+    bad = m.get("bad_images", [])
+    console.print(f"bad images: {m.get('bad_image_count', len(bad))}")
+    for path in bad[:10]:
+        console.print(f"  {path}: {m.get('bad_image_reasons', {}).get(path, '')}", markup=False, highlight=False)
+    if len(bad) > 10:
+        console.print(f"  ... and {len(bad) - 10} more (see {manifest_path})")
+    alpha_path = folder / "alpha.json"
+    if alpha_path.is_file():
+        try:
+            a = json.loads(alpha_path.read_text())
+            console.print(f"alpha.json: {a.get('method')}, {len(a.get('scene', {}))} scene + "
+                          f"{len(a.get('object', {}))} object attributes")
+        except (OSError, ValueError):
+            console.print(f"[red]alpha.json unreadable[/red] ({alpha_path})")
