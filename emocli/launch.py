@@ -66,6 +66,28 @@ def write_accelerate_config(recipe, run_dir: Path) -> Path:
     return path
 
 
+def uses_deepspeed(config_path: Path) -> bool:
+    return (yaml.safe_load(Path(config_path).read_text()) or {}).get("distributed_type") == "DEEPSPEED"
+
+
+def prebuild_deepspeed_cpu_ops() -> None:
+    """On a machine without GPUs DeepSpeed JIT-compiles a shared-memory communication op the first
+    time a process group starts. Build it once here, before the workers start, instead of in every
+    worker at the same moment."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        return
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        builder.load(verbose=False)
+
+
 def launch_command(recipe, run_dir: Path, resume: bool, config_path: Path | None = None) -> list[str]:
     config_path = config_path or Path(run_dir) / "accelerate_config.yaml"
     port = recipe.launch.main_process_port or _free_port()

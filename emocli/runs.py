@@ -98,6 +98,14 @@ def prepare_run(recipe, argv: list[str], resume: bool = False, launch_command: l
     return Run(dir=run_dir, recipe=recipe)
 
 
+def record_launch(run: Run, launch_command: list[str]) -> None:
+    """Add the exact launch command to command.json."""
+    path = run.dir / "command.json"
+    command = json.loads(path.read_text()) if path.is_file() else {}
+    command["launch"] = launch_command
+    _write_atomic(path, json.dumps(command, indent=2))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -356,8 +356,11 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # every process: DeepSpeed writes its shards
+    accelerator.save_state(str(tmp))  # every process: RNG states per rank, DeepSpeed shards
     state_dict = accelerator.get_state_dict(model)
+    # Every rank has finished writing into tmp before rank 0 renames it (else a late rank recreates
+    # the temp folder or dies writing into a path that moved).
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
         if ema is not None:

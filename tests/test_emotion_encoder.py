@@ -158,3 +158,22 @@ def test_sigint_saves_checkpoint_and_exits_cleanly(emoset_tiny, tmp_path):
     assert "Traceback" not in stderr
     ckpt = latest_checkpoint(out)
     assert ckpt is not None and (ckpt / "model" / "model.safetensors").is_file()
+
+
+def test_ema_bf16_accumulation_and_schedule(emoset_tiny, tmp_path):
+    """The shared loop's options together: EMA export, bf16 autocast, accumulation, warmup + cosine."""
+    from safetensors.torch import load_file
+
+    out = _train(_recipe(emoset_tiny, tmp_path / "ema", "train.max_steps=6", "train.grad_accum=2",
+                         "train.ema.decay=0.5", "launch.mixed_precision=bf16", "optim.scheduler=cosine",
+                         "optim.warmup_steps=2", "train.log_every=1", "train.checkpoint_every=3"))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] < lrs[1] and lrs[1] >= max(lrs[2:]) and lrs[-1] < lrs[2]  # warmup, then cosine decay
+    ckpt = latest_checkpoint(out)
+    ema = load_file(str(ckpt / "ema.safetensors"))
+    final = load_file(str(out / "final" / "model" / "model.safetensors"))
+    raw = load_file(str(ckpt / "model.safetensors"))
+    key = "fc_1.weight"
+    assert torch.allclose(final[key], ema[key]) and not torch.allclose(final[key], raw[key])
+    assert "mixed precision bf16" in (out / "log.txt").read_text()

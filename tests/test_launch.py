@@ -16,6 +16,13 @@ from emocli.runs import list_checkpoints
 from tests.conftest import run_emo
 
 
+def _why(done) -> str:
+    """Every line of a failed launch that names an error or a non-zero rank (the tail hides them)."""
+    lines = done.stderr.splitlines()
+    keep = [x for x in lines if "Error" in x or "rank1" in x or "error:" in x]
+    return "\n".join(keep[-60:]) + "\n---\n" + "\n".join(lines[-20:])
+
+
 @pytest.mark.parametrize("name", NAMED_CONFIGS)
 def test_shipped_accelerate_configs_parse(name):
     config = yaml.safe_load(named_config_path(name).read_text())
@@ -30,7 +37,7 @@ def test_two_process_training(config, emoset_tiny, tmp_path):
               "train.audit_data=true", "train.log_every=1", "train.checkpoint_every=4", "train.keep_checkpoints=5",
               "--num-processes", "2", "--accelerate-config", config]
     done = run_emo(*common, "train.max_steps=8")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _why(done)
 
     # Shards: each rank saw 32 of the 64 training images in the first epoch, disjoint, together all.
     audit = json.loads((out / "audit_data.json").read_text())
@@ -49,13 +56,16 @@ def test_two_process_training(config, emoset_tiny, tmp_path):
     assert (ckpts[-1][1] / "model" / "model.safetensors").is_file()
     assert (out / "final" / "emotion_space.safetensors").is_file()
     assert (out / "accelerate_config.yaml").is_file()
+    launch = json.loads((out / "command.json").read_text())["launch"]
+    assert "accelerate.commands.launch" in launch and "emocli.worker" in launch
+    assert not (out / "recipe.previous.yaml").exists()
     log = (out / "log.txt").read_text()
     assert log.count("checkpoint:") == 2  # rank 0 alone logs and writes
     expected = {"multi_cpu": "MULTI_CPU", "zero2": "DEEPSPEED"}[config]
     assert f"accelerate: {expected}, 2 process(es)" in log
 
     resumed = run_emo(*common, "train.max_steps=12", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, _why(resumed)
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps == list(range(1, 13))
     assert "resumed from" in (out / "log.txt").read_text()

@@ -38,9 +38,16 @@ def load_for_command(method_name: str, args: list[str], num_processes=None, acce
 def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     """Prepare the run directory, then run in-process or through `accelerate launch`."""
     from emocli.errors import EmoError
-    from emocli.launch import launch_command, needs_launcher, run_launched, write_accelerate_config
+    from emocli.launch import (
+        launch_command,
+        needs_launcher,
+        prebuild_deepspeed_cpu_ops,
+        run_launched,
+        uses_deepspeed,
+        write_accelerate_config,
+    )
     from emocli.recipes.load import dump_recipe
-    from emocli.runs import prepare_run, resolve_output_dir
+    from emocli.runs import prepare_run, record_launch, resolve_output_dir
 
     argv = ["emo", *sys.argv[1:]]
     launched = needs_launcher(recipe)
@@ -56,7 +63,9 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     if launched:
         config = write_accelerate_config(recipe, run.dir)
         cmd = launch_command(recipe, run.dir, resume, config)
-        prepare_run(recipe, argv, resume=True, launch_command=cmd)  # record the exact command
+        record_launch(run, cmd)
+        if uses_deepspeed(config):
+            prebuild_deepspeed_cpu_ops()
         typer.echo("launch: " + " ".join(cmd), err=True)
         code = run_launched(cmd)
         if code != 0:
