@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from emocli import __version__
-from emocli.commands import data, models, quickstart, recipes, sample, train
+from emocli.commands import data, models, quickstart, recipes, sample, train, understand
+from emocli.commands import eval as eval_commands
 from emocli.errors import EmoError
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ app.add_typer(recipes.app, name="recipes")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
+app.add_typer(eval_commands.app, name="eval")
+app.add_typer(understand.app, name="understand")
 app.command("sample")(sample.sample)
 app.command("quickstart")(quickstart.quickstart)
 

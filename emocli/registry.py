@@ -59,6 +59,38 @@ METHODS: dict[str, Method] = {
             summary="EmoCLIP: contrastive fine-tune of CLIP's text tower on 'caption + emotion' "
             "(plugs into EmoGen as model.text_encoder)",
         ),
+        Method(
+            name="emotion-classifier",
+            schema="emocli.methods.emotion_classifier.config:EmotionClassifierRecipe",
+            entry="emocli.methods.emotion_classifier.train:main",
+            default_recipe="emotion-classifier",
+            summary="The Emo-A classifier: a linear 8-way head on cached CLIP image features of a prepared "
+            "EmoSet; validation accuracy and confusion matrix",
+        ),
+        Method(
+            name="eval-generation",
+            schema="emocli.methods.eval_generation.config:EvalGenerationRecipe",
+            entry="emocli.methods.eval_generation.evaluate:main",
+            default_recipe="eval-generation",
+            summary="Evaluate an `emo sample` folder: FID, LPIPS, Emo-A, Sem-C, Sem-D, CLIP-I, CLIP-T "
+            "(run it with `emo eval generation`)",
+        ),
+        Method(
+            name="grpo",
+            schema="emocli.methods.grpo.config:GrpoRecipe",
+            entry="emocli.methods.grpo.train:main",
+            default_recipe="grpo",
+            summary="GRPO fine-tuning of a vision-language model on binary, multiple-choice and misleading "
+            "emotion questions (TRL GRPOTrainer; run it with `emo understand grpo`)",
+        ),
+        Method(
+            name="eval-understanding",
+            schema="emocli.methods.grpo.config:EvalUnderstandingRecipe",
+            entry="emocli.methods.grpo.evaluate:main",
+            default_recipe="eval-understanding",
+            summary="Evaluate a base VLM and a GRPO run on the same test questions: accuracy per question type, "
+            "8-class accuracy and macro-F1, polarity, confusion (run it with `emo eval understanding`)",
+        ),
     ]
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from emocli.recipes.schema import Recipe, Section
 
@@ -59,7 +59,9 @@ class EvalMetricsSection(Section):
     pair_seed: int = 0
     # FID preprocessing: tf (TF-FID / torch-fidelity / EmoGen), pytorch (pytorch-fid), clean (clean-fid resize).
     fid_preprocess: Literal["tf", "pytorch", "clean"] = "tf"
-    fid_method: Literal["symmetric", "eigvals", "sqrtm"] = "symmetric"
+    # Tr((S1 S2)^1/2): auto = exact low-rank form when there are fewer generated images than feature
+    # dimensions, else symmetric; or one of emocli.metrics.fid.frechet_distance's methods.
+    fid_method: Literal["auto", "symmetric", "eigvals", "sqrtm"] = "auto"
     # "correct": [-1, 1] inputs; "raw": EmoGen's [0, 1]-into-LPIPS mistake, for comparison only.
     lpips_value_range: Literal["correct", "raw"] = "correct"
     # Square size every image is resized to for LPIPS (null: native size; a pair must match).
@@ -84,3 +86,11 @@ class EvalGenerationRecipe(Recipe):
     models: EvalModelsSection = Field(default_factory=EvalModelsSection)
     metrics: EvalMetricsSection = Field(default_factory=EvalMetricsSection)
     report: EvalReportSection = Field(default_factory=EvalReportSection)
+
+    @field_validator("launch")
+    @classmethod
+    def _one_process(cls, launch):
+        if launch.num_processes != 1 or launch.accelerate_config is not None:
+            raise ValueError("emo eval generation runs in one process: keep num_processes=1 and "
+                             "accelerate_config=null (models.device picks the device)")
+        return launch

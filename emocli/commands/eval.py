@@ -1,0 +1,51 @@
+"""`emo eval generation [RECIPE] [key=value ...] [--compare RUN_A RUN_B]` and `emo eval tiny-weights`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from emocli.commands import eval_understanding
+
+app = typer.Typer(help="Evaluate generated images against a prepared EmoSet, from recipes.", no_args_is_help=True)
+
+
+@app.command("generation")
+def generation(
+    args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None, "--compare", metavar="RUN_A RUN_B",
+        help="Print two eval runs' metrics side by side and exit (nothing is computed)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+):
+    """EmoGen's Table 1 metrics (FID, LPIPS, Emo-A, Sem-C, Sem-D) + CLIP-I/CLIP-T of an `emo sample` folder.
+
+    Writes RUN/metrics.json, report.md, report.html and plots/; features are cached per backbone.
+    """
+    if compare:
+        from emocli.methods.eval_generation.report import compare_runs
+
+        compare_runs(*compare)
+        return
+    from emocli.commands.train import execute, load_for_command
+
+    recipe = load_for_command("eval-generation", args or [])
+    execute(recipe, resume=False, dry_run=dry_run)
+
+
+@app.command("tiny-weights")
+def tiny_weights(
+    out: Path = typer.Option(Path("models/tiny/metrics"), "--out", help="Folder for the weight files."),
+    seed: int = typer.Option(0, "--seed"),
+    clip_dim: int = typer.Option(32, "--clip-dim", min=1, help="Feature size of the Emo-A head (tiny CLIP: 32)."),
+):
+    """Random-weight Inception / AlexNet + LPIPS heads / ResNet-50s / Emo-A head for the tiny eval recipe."""
+    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+
+    for key, path in make_tiny_metric_weights(out, seed=seed, clip_dim=clip_dim).items():
+        typer.echo(f"models.{key}: {path}")
+
+
+app.command("understanding")(eval_understanding.understanding)

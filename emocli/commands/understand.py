@@ -1,0 +1,79 @@
+"""`emo understand grpo [RECIPE] [key=value ...]` and `emo understand predict --image PATH [--run DIR | --model PATH]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Emotion understanding with vision-language models: GRPO training and prediction.",
+                  no_args_is_help=True)
+
+
+@app.command("grpo")
+def grpo(
+    args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete TRL checkpoint."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
+                                                help="Processes (GPUs); >1 launches through accelerate."),
+    accelerate_config: Optional[str] = typer.Option(
+        None, "--accelerate-config", help="multi_cpu, single_gpu, multi_gpu, zero2, zero3, or a path."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and launch command."),
+):
+    """GRPO fine-tuning of a VLM on binary, multiple-choice and misleading emotion questions (TRL GRPOTrainer).
+
+    Writes RUN/questions/ (the train/val/test questions), RUN/trainer/checkpoint-N, RUN/metrics.jsonl and
+    RUN/final/model. Default recipe: grpo (Qwen2.5-VL-3B-Instruct); tiny/grpo runs on CPU.
+    """
+    from emocli.commands.train import execute, load_for_command
+    from emocli.errors import EmoError
+    from emocli.methods.grpo.config import check_generation_batch
+    from emocli.methods.grpo.train import latest_trainer_checkpoint
+    from emocli.runs import resolve_output_dir
+
+    recipe = load_for_command("grpo", args or [], num_processes, accelerate_config)
+    try:
+        check_generation_batch(recipe.grpo, recipe.launch.num_processes)
+    except ValueError as e:
+        raise EmoError(str(e)) from None
+    if not dry_run and not resume:
+        checkpoint = latest_trainer_checkpoint(resolve_output_dir(recipe))
+        if checkpoint is not None:
+            raise EmoError(f"run directory {resolve_output_dir(recipe)} already has TRL checkpoints "
+                           f"({checkpoint.name}); pass --resume to continue it, or choose another directory "
+                           f"with run.output_dir=...")
+    execute(recipe, resume=resume, dry_run=dry_run)
+
+
+@app.command("predict")
+def predict(
+    image: Path = typer.Option(..., "--image", help="An image file."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A `emo understand grpo` run directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Instead of --run: a VLM folder or Hub id."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the question's options and the reply."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seeds the order of the lettered options."),
+):
+    """Print the emotion an image evokes (one of the 8 EmoSet emotions).
+
+    The model answers a multiple-choice question (greedy); when its reply names no emotion, the eight lettered
+    answers are ranked by the model's likelihood instead (said with --verbose).
+    """
+    from emocli.methods.grpo.evaluate import predict as predict_emotion
+    from emocli.methods.grpo.questions import LETTERS
+
+    if device not in ("auto", "cpu", "cuda"):
+        from emocli.errors import EmoError
+
+        raise EmoError(f"--device must be auto, cpu or cuda, got {device!r}")
+    result = predict_emotion(image, run=run, model=model, device=device, max_new_tokens=max_new_tokens, seed=seed)
+    typer.echo(result.emotion)
+    if verbose:
+        options = ", ".join(f"{LETTERS[i]}. {name}" for i, name in enumerate(result.question["options"]))
+        typer.echo(f"options: {options}")
+        typer.echo(f"reply: {result.text!r}")
+        if result.ranked:
+            best = ", ".join(f"{LETTERS[i]} {s:.2f}" for i, s in enumerate(result.scores))
+            typer.echo(f"the reply names no emotion: options ranked by log-likelihood ({best})")

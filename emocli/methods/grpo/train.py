@@ -1,0 +1,476 @@
+"""`emo understand grpo`: GRPO fine-tuning of a vision-language model for emotion understanding, on TRL's
+GRPOTrainer, inside our run directory.
+
+1. Questions: the prepared EmoSet's images are split with no image shared between train, val and test
+   (`questions.split_images`), optionally capped per split (seeded, stratified by emotion), and turned into
+   binary / multiple-choice / misleading questions (`questions.build_questions`). All three sets are saved as
+   RUN/questions/{train,val,test}.jsonl (image paths, gold answers, option orders) with a summary.json, so
+   `emo eval understanding` asks exactly the same test questions; `--resume` reuses the saved sets.
+2. Model: AutoModelForImageTextToText + AutoProcessor (left padding), optional frozen vision tower, optional
+   LoRA (PEFT; with a frozen vision tower no adapter goes into it).
+3. Training: GRPOTrainer with the reward functions of `rewards` weighted as in the recipe; TRL's output_dir is
+   RUN/trainer, where its checkpoints (checkpoint-N) go; `--resume` continues from the newest complete one.
+   TRL masks prompt tokens out of the loss (the original code averaged log-probs over prompt and image tokens).
+   Logged values go to RUN/metrics.jsonl (one JSON object per logging step) and RUN/log.txt.
+4. Export: RUN/final/model, loadable with AutoModelForImageTextToText / AutoProcessor.from_pretrained (with
+   LoRA: the adapters merged in; the adapter alone also in RUN/final/adapter; under ZeRO-3 only the adapter).
+
+Multi-process and DeepSpeed runs come through `emocli.launch` (`--num-processes N --accelerate-config zero2`):
+GRPOTrainer builds its own Accelerator from the launch environment; on machines without a GPU the workers
+use gloo, and DeepSpeed's accumulation and clipping are left to the trainer's arguments ("auto").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+from emocli.emotions import EMOSET
+from emocli.errors import EmoError
+from emocli.runs import Run, write_json_atomic
+
+log = logging.getLogger("emocli")
+
+QUESTIONS_DIR = "questions"
+TRAINER_DIR = "trainer"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+VISION_MODULES = ("visual", "vision_tower", "vision_model", "vision_encoder")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+def read_records(prepared) -> list[dict]:
+    """Canonical EmoSet records: a prepared folder's records.jsonl, or an EmoSet release folder."""
+    root = Path(str(prepared)).expanduser()
+    if not root.is_dir():
+        raise EmoError(f"prepared EmoSet folder {str(root)!r} does not exist (recipe key data.prepared; make one "
+                       f"with `emo data prepare emoset --source ... --out ...`)")
+    file = root / "records.jsonl"
+    if file.is_file():
+        out = []
+        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    raise EmoError(f"{file}:{n} is not valid JSON") from None
+        return out
+    if (root / "info.json").is_file() and (root / "train.json").is_file():
+        from emocli.data.emoset import EmoSetRelease
+
+        return EmoSetRelease(root).all_records(annotations=False)
+    raise EmoError(f"{root} is neither a prepared EmoSet folder (records.jsonl) nor an EmoSet release "
+                   f"(info.json, train.json) (recipe key data.prepared)")
+
+
+def load_confusion(path):
+    """A confusion matrix for misleading options from JSON: {true: {pred: n}}, an 8x8 list in EmoSet order,
+    or {"matrix": rows, "labels": names} (what `emo eval understanding` writes as confusion_<model>.json)."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise EmoError(f"confusion file {str(file)!r} does not exist (recipe key data.confusion)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise EmoError(f"{file} is not valid JSON: {e}") from None
+    if isinstance(data, dict) and "matrix" in data:
+        labels = data.get("labels") or list(EMOSET.labels)
+        matrix = data["matrix"]
+        if len(labels) != len(matrix):
+            raise EmoError(f"{file}: {len(labels)} labels but {len(matrix)} matrix rows")
+        return {true: dict(zip(labels, row)) for true, row in zip(labels, matrix)}
+    return data
+
+
+def subset(records: list[dict], n: int | None, seed: int, split: str) -> list[dict]:
+    """At most `n` records: a seeded shuffle within each emotion, then emotions taken in turn (stratified)."""
+    if n is None or len(records) <= n:
+        return records
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: str(r["id"])):
+        groups.setdefault(r["emotion"], []).append(r)
+    for emotion, rs in groups.items():
+        random.Random(f"{seed}:subset:{split}:{emotion}").shuffle(rs)
+    order = [e for e in EMOSET.labels if e in groups] + sorted(e for e in groups if e not in EMOSET.labels)
+    out: list[dict] = []
+    depth = 0
+    while len(out) < n:
+        for e in order:
+            if depth < len(groups[e]) and len(out) < n:
+                out.append(groups[e][depth])
+        depth += 1
+    keep = {id(r) for r in out}
+    return [r for r in records if id(r) in keep]
+
+
+def build_question_sets(data) -> dict[str, list[dict]]:
+    """{train, val, test: [question example, ...]} from a recipe's data section (GrpoDataSection)."""
+    from emocli.methods.grpo.questions import build_questions, split_images
+
+    records = read_records(data.prepared)
+    splits = split_images(records, fractions=data.split_fractions, seed=data.seed,
+                          keep_official=data.keep_official_split)
+    caps = {"train": data.max_train, "val": data.max_eval, "test": data.max_eval}
+    splits = {s: subset(rs, caps[s], data.seed, s) for s, rs in splits.items()}
+    confusion = load_confusion(data.confusion) if data.confusion else None
+    return build_questions(splits, types=data.question_types, seed=data.seed, confusion=confusion,
+                           instruction_format=data.instruction_format, misleading_pick=data.misleading_pick,
+                           system_prompt=data.system_prompt)
+
+
+def summarize(sets: dict[str, list[dict]]) -> dict:
+    """Counts per split and type, answer balance, and the image-overlap check (must be all zero)."""
+    from collections import Counter
+
+    images = {s: {e["image"] for e in qs} for s, qs in sets.items()}
+    ids = {s: {e["image_id"] for e in qs} for s, qs in sets.items()}
+    names = list(sets)
+    overlap = {f"{a}/{b}": len(images[a] & images[b]) + len(ids[a] & ids[b])
+               for i, a in enumerate(names) for b in names[i + 1:]}
+    out = {"overlap": overlap, "splits": {}}
+    for s, qs in sets.items():
+        out["splits"][s] = {
+            "questions": len(qs), "images": len(ids[s]),
+            "by_type": dict(Counter(e["qtype"] for e in qs)),
+            "emotions": dict(Counter(e["emotion"] for e in qs if e["qtype"] == qs[0]["qtype"])) if qs else {},
+            "answers": {t: dict(Counter(e["answer"] for e in qs if e["qtype"] == t))
+                        for t in ("binary", "multiple_choice") if any(e["qtype"] == t for e in qs)},
+        }
+    return out
+
+
+def question_sets(run: Run, resume: bool, main_process: bool) -> dict[str, list[dict]]:
+    """Build the question sets (and save them, main process) or, on --resume, read the saved ones."""
+    from emocli.methods.grpo.evaluate import read_questions, write_questions
+
+    folder = run.dir / QUESTIONS_DIR
+    data = run.recipe.data.model_dump(mode="json")
+    summary_file = folder / "summary.json"
+    if resume and summary_file.is_file():
+        saved = json.loads(summary_file.read_text())
+        if saved.get("data") != data:
+            raise EmoError(f"the recipe's data section differs from the one {run.dir} was started with "
+                           f"({summary_file}); a resumed run must train on the same questions")
+        sets = {s: read_questions(folder / f"{s}.jsonl") for s in saved["summary"]["splits"]}
+        log.info("resume: read the saved questions from %s", folder)
+        return sets
+    sets = build_question_sets(run.recipe.data)
+    summary = summarize(sets)
+    if any(summary["overlap"].values()):
+        raise EmoError(f"question splits share images: {summary['overlap']}")  # split_images guarantees this
+    if main_process:
+        for s, qs in sets.items():
+            write_questions(folder / f"{s}.jsonl", qs)
+        write_json_atomic(summary_file, {"data": data, "summary": summary})
+    for s, info in summary["splits"].items():
+        log.info("questions %s: %d (%d images; %s)", s, info["questions"], info["images"],
+                 ", ".join(f"{k} {v}" for k, v in info["by_type"].items()))
+    return sets
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------
+def vision_tower(model) -> tuple[str, object]:
+    """(qualified name, module) of a VLM's vision encoder: Qwen2/2.5-VL `model.visual`, LLaVA
+    `model.vision_tower`, Idefics3 `model.vision_model`, ..."""
+    names = {id(m): n for n, m in model.named_modules()}
+    for owner in (getattr(model, "model", None), model):
+        if owner is None:
+            continue
+        for attr in VISION_MODULES:
+            module = getattr(owner, attr, None)
+            if module is not None and id(module) in names and hasattr(module, "parameters"):
+                return names[id(module)], module
+    raise EmoError(f"cannot find the vision tower of {type(model).__name__} (looked for "
+                   f"{', '.join(VISION_MODULES)}); set model.freeze_vision=false")
+
+
+def lora_config(recipe, vision_name: str | None):
+    from peft import LoraConfig
+
+    lora = recipe.model.lora
+    kwargs = {}
+    if vision_name:
+        kwargs["exclude_modules"] = rf"{re.escape(vision_name)}(\..*)?"
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM", **kwargs)
+
+
+def make_length_reward(max_completion_length: int):
+    """Characters of the completion / (4 x max_completion_length), at most 1: a signal that varies even on
+    random models (smoke tests only; recipe key rewards.length)."""
+    from emocli.methods.grpo.rewards import completion_text
+
+    scale = 4.0 * max_completion_length
+
+    def length_reward(completions, **kwargs) -> list[float]:
+        return [min(1.0, len(completion_text(c)) / scale) for c in completions]
+
+    return length_reward
+
+
+def reward_functions(recipe) -> tuple[list, list[float]]:
+    from emocli.methods.grpo.rewards import accuracy_reward, format_reward, make_polarity_reward
+
+    r = recipe.rewards
+    table = [("accuracy", accuracy_reward, r.accuracy), ("format", format_reward, r.format),
+             ("polarity", make_polarity_reward(r.polarity_partial), r.polarity),
+             ("length", make_length_reward(recipe.grpo.max_completion_length), r.length)]
+    funcs = [f for _, f, w in table if w > 0]
+    weights = [float(w) for _, _, w in table if w > 0]
+    return funcs, weights
+
+
+# ---------------------------------------------------------------------------------------------------
+# GRPOConfig
+# ---------------------------------------------------------------------------------------------------
+def grpo_config_kwargs(recipe, run_dir: Path, weights: list[float]) -> dict:
+    """GRPOConfig keyword arguments from the recipe (every key exists in TRL 1.16's GRPOConfig)."""
+    import torch
+
+    from emocli.progress import interactive
+
+    g = recipe.grpo
+    kwargs = dict(
+        output_dir=str(Path(run_dir) / TRAINER_DIR),
+        seed=recipe.run.seed if g.seed is None else g.seed,
+        num_generations=g.num_generations, beta=g.beta, loss_type=g.loss_type, scale_rewards=g.scale_rewards,
+        epsilon=g.epsilon, num_iterations=g.num_iterations, max_completion_length=g.max_completion_length,
+        temperature=g.temperature, top_p=g.top_p,
+        learning_rate=g.learning_rate, lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps,
+        weight_decay=g.weight_decay, max_grad_norm=g.max_grad_norm,
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps, generation_batch_size=g.generation_batch_size,
+        max_steps=g.max_steps if g.max_steps is not None else -1, num_train_epochs=g.num_train_epochs,
+        logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps,
+        save_total_limit=g.save_total_limit, bf16=g.bf16, gradient_checkpointing=g.gradient_checkpointing,
+        use_vllm=g.use_vllm, log_completions=g.log_completions, report_to=list(g.report_to) or "none",
+        dataloader_num_workers=g.dataloader_num_workers, reward_weights=weights,
+        disable_tqdm=not interactive(), eval_strategy="no", dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    if g.use_vllm:
+        kwargs.update(vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kwargs["ddp_backend"] = "gloo"  # accelerate picks no backend without a GPU (docs/architecture.md)
+    return kwargs
+
+
+def make_grpo_config(recipe, run_dir: Path, weights: list[float]):
+    import torch
+    from trl import GRPOConfig
+
+    if recipe.grpo.bf16 and not torch.cuda.is_available():
+        raise EmoError("grpo.bf16=true needs a CUDA GPU; on CPU set grpo.bf16=false (and model.dtype=float32)")
+    for tracker in recipe.grpo.report_to:
+        if _missing(tracker):
+            raise EmoError(f"grpo.report_to names {tracker} but it is not installed (pip install {tracker}); "
+                           f"or remove it from grpo.report_to")
+    if "tensorboard" in recipe.grpo.report_to:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(run_dir) / "tb")
+    if recipe.grpo.use_vllm and _missing("vllm"):
+        raise EmoError("grpo.use_vllm=true but vllm is not installed (TRL 1.16 supports vllm 0.22 to 0.31: "
+                       "pip install 'trl[vllm]'); or set grpo.use_vllm=false")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # The shipped DeepSpeed configs carry accumulation 1 and clipping 1.0; the trainer's arguments decide.
+        os.environ["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = "auto"
+        os.environ["ACCELERATE_GRADIENT_CLIPPING"] = "auto"
+    try:
+        return GRPOConfig(**grpo_config_kwargs(recipe, run_dir, weights))
+    except ValueError as e:
+        raise EmoError(f"GRPOConfig rejected the recipe's grpo section: {str(e).splitlines()[0]}") from None
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+def trainer_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """Complete TRL checkpoints (trainer_state.json inside) under RUN/trainer, oldest first."""
+    root = Path(run_dir) / TRAINER_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if match and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_trainer_checkpoint(run_dir) -> Path | None:
+    found = trainer_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def trainer_class():
+    """GRPOTrainer that resumes full-weight checkpoints the way from_pretrained loads them.
+
+    transformers' Trainer reloads checkpoint-N/model.safetensors with a plain `load_state_dict(strict=False)`,
+    but save_pretrained writes models with a checkpoint conversion mapping (LLaVA, Qwen2/2.5-VL, ...) under
+    their original key names, so nothing matches and training silently restarts from the initial weights
+    (transformers 5.23). Here the checkpoint is loaded through from_pretrained and copied in, strictly.
+    DeepSpeed checkpoints (their own format) and PEFT adapters keep the trainer's own path.
+    """
+    from trl import GRPOTrainer
+
+    class EmoGRPOTrainer(GRPOTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            from peft import PeftModel
+
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            ckpt = Path(resume_from_checkpoint)
+            full = (ckpt / "model.safetensors").is_file() or (ckpt / "model.safetensors.index.json").is_file()
+            if not full or isinstance(target, PeftModel) or self.is_fsdp_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(target.parameters()).dtype
+            loaded = type(target).from_pretrained(str(ckpt), dtype=dtype)
+            result = target.load_state_dict(loaded.state_dict(), strict=False)
+            del loaded
+            if result.missing_keys or result.unexpected_keys:
+                raise EmoError(f"checkpoint {ckpt} does not match the model: missing "
+                               f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
+            log.info("resumed the weights of %s", ckpt)
+
+    return EmoGRPOTrainer
+
+
+def _metrics_callback(run_dir: Path):
+    from transformers import TrainerCallback
+
+    path = Path(run_dir) / "metrics.jsonl"
+
+    class MetricsToRun(TrainerCallback):
+        """Every log of the trainer as one line of RUN/metrics.jsonl (main process), plus a short log line."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            keys = [k for k in ("loss", "reward", "reward_std", "rewards/accuracy_reward/mean",
+                                "rewards/format_reward/mean", "kl", "frac_reward_zero_std") if k in row]
+            if keys:
+                log.info("step %d/%d %s", state.global_step, state.max_steps,
+                         " ".join(f"{k.replace('rewards/', '').replace('_reward/mean', '')}={row[k]:.4g}"
+                                  for k in keys))
+
+    return MetricsToRun()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry
+# ---------------------------------------------------------------------------------------------------
+def main(run: Run, resume: bool = False) -> None:
+    import torch
+
+    from emocli.hub import quiet_loading
+    from emocli.methods.grpo.evaluate import load_model, load_processor, resolve_dtype
+    from emocli.methods.grpo.questions import to_dataset
+    from emocli.progress import setup_logging
+
+    recipe = run.recipe
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    setup_logging(run.dir, main_process)
+    quiet_loading()
+
+    checkpoint = latest_trainer_checkpoint(run.dir)
+    if checkpoint is not None and not resume:
+        raise EmoError(f"run directory {run.dir} already has TRL checkpoints ({checkpoint.name}); pass --resume "
+                       f"to continue it, or choose another directory with run.output_dir=...")
+    if resume and checkpoint is None:
+        log.warning("--resume: no complete checkpoint in %s; starting from the beginning", run.dir / TRAINER_DIR)
+
+    sets = question_sets(run, resume, main_process)
+    if not sets.get("train"):
+        raise EmoError(f"no training questions: the train split of {recipe.data.prepared} is empty")
+    train_dataset = to_dataset(sets["train"])
+    funcs, weights = reward_functions(recipe)
+    args = make_grpo_config(recipe, run.dir, weights)  # before the model: sets up DeepSpeed ZeRO-3 init
+    main_process = args.process_index == 0
+
+    m = recipe.model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    processor = load_processor(m.pretrained, "model.pretrained", m.min_pixels, m.max_pixels)
+    model = load_model(m.pretrained, "model.pretrained", resolve_dtype(m.dtype, device), m.attn_implementation)
+    vision_name = None
+    if m.freeze_vision:
+        vision_name, tower = vision_tower(model)
+        tower.requires_grad_(False)
+        log.info("froze the vision tower %s (%s parameters)", vision_name,
+                 f"{sum(getattr(p, 'ds_numel', p.numel()) for p in tower.parameters()):,}")
+    peft_config = lora_config(recipe, vision_name) if m.lora is not None else None
+
+    try:
+        trainer = trainer_class()(model=model, reward_funcs=funcs, args=args, train_dataset=train_dataset,
+                                  processing_class=processor, peft_config=peft_config,
+                                  callbacks=[_metrics_callback(run.dir)])
+    except ValueError as e:
+        raise EmoError(f"cannot set up GRPO training: {str(e).splitlines()[0]}") from None
+    if args.disable_tqdm:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # our callback logs a short line per logging step
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in trainer.model.parameters()]  # ZeRO-3
+    trainable, total = sum(n for n, grad in sizes if grad), sum(n for n, _ in sizes)
+    state = args.distributed_state
+    log.info("GRPO: %d training questions, %d generations each, %s trainable of %s parameters, %d process%s "
+             "(%s%s)%s", len(train_dataset), args.num_generations, f"{trainable:,}", f"{total:,}", state.num_processes,
+             "es" if state.num_processes > 1 else "", state.distributed_type.value,
+             f" ZeRO-{args.deepspeed_plugin.zero_stage}" if args.deepspeed_plugin is not None else "",
+             f"; resuming from {checkpoint.name}" if resume and checkpoint else "")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
+    export(trainer, processor, run, recipe, main_process)
+
+
+def export(trainer, processor, run: Run, recipe, main_process: bool) -> None:
+    """RUN/final/model (+ RUN/final/adapter with LoRA), written to a temporary folder and renamed."""
+    from peft import PeftModel
+
+    args = trainer.args
+    final, tmp = run.final, run.dir / ".final.tmp"
+    if main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    args.distributed_state.wait_for_everyone()
+    is_peft = isinstance(trainer.model, PeftModel)
+    zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+    if is_peft:
+        trainer.save_model(str(tmp / "adapter"))  # every process: DeepSpeed gathers
+        if main_process:
+            if zero3:
+                log.warning("LoRA under ZeRO-3: final/model holds the adapter only (it loads onto %s)",
+                            recipe.model.pretrained)
+                shutil.copytree(tmp / "adapter", tmp / "model")
+            else:
+                merged = trainer.model.merge_and_unload()
+                merged.save_pretrained(str(tmp / "model"))
+                processor.save_pretrained(str(tmp / "model"))
+    else:
+        trainer.save_model(str(tmp / "model"))  # every process (ZeRO-3 gathers the 16-bit weights)
+        if main_process:
+            processor.save_pretrained(str(tmp / "model"))
+    if main_process:
+        state = trainer.state
+        rewards = [h["reward"] for h in state.log_history if "reward" in h]
+        write_json_atomic(tmp / "train_summary.json", {
+            "global_step": state.global_step, "lora": is_peft, "base_model": recipe.model.pretrained,
+            "first_reward": rewards[0] if rewards else None, "last_reward": rewards[-1] if rewards else None,
+            "questions": str(run.dir / QUESTIONS_DIR),
+        })
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+        log.info("final model: %s", final / "model")
+    args.distributed_state.wait_for_everyone()
