@@ -19,6 +19,7 @@ class Method:
     entry: str  # "module:function(run: Run, resume: bool)" run by `emo train` / the launch worker
     default_recipe: str  # name under recipes/
     summary: str
+    command: str = "emo train"  # the command that runs it; `emo train` lists only its own methods
 
     def load_schema(self):
         return _resolve(self.schema)
@@ -74,6 +75,7 @@ METHODS: dict[str, Method] = {
             default_recipe="eval-generation",
             summary="Evaluate an `emo sample` folder: FID, LPIPS, Emo-A, Sem-C, Sem-D, CLIP-I, CLIP-T "
             "(run it with `emo eval generation`)",
+            command="emo eval generation",
         ),
         Method(
             name="grpo",
@@ -82,6 +84,7 @@ METHODS: dict[str, Method] = {
             default_recipe="grpo",
             summary="GRPO fine-tuning of a vision-language model on binary, multiple-choice and misleading "
             "emotion questions (TRL GRPOTrainer; run it with `emo understand grpo`)",
+            command="emo understand grpo",
         ),
         Method(
             name="eval-understanding",
@@ -90,6 +93,7 @@ METHODS: dict[str, Method] = {
             default_recipe="eval-understanding",
             summary="Evaluate a base VLM and a GRPO run on the same test questions: accuracy per question type, "
             "8-class accuracy and macro-F1, polarity, confusion (run it with `emo eval understanding`)",
+            command="emo eval understanding",
         ),
     ]
 }

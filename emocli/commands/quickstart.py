@@ -20,7 +20,7 @@ def quickstart(
     samples_per_emotion: int = typer.Option(4, "--samples", min=1, help="Images per emotion at the end."),
     emogen_steps: int = typer.Option(60, "--emogen-steps", min=1, help="EmoGen training steps."),
 ):
-    """Run synthetic EmoSet -> prepare -> emotion encoder -> alpha -> EmoGen -> samples (tiny, CPU)."""
+    """Run synthetic EmoSet -> prepare -> emotion encoder -> alpha -> EmoGen -> samples -> eval (tiny, CPU)."""
     from rich.console import Console
 
     from emocli.errors import EmoError
@@ -44,26 +44,26 @@ def quickstart(
     from emocli.recipes.load import load_recipe
     from emocli.testing.tiny import make_tiny
 
-    t = step("1/6 synthetic EmoSet")
+    t = step("1/7 synthetic EmoSet")
     data = synth_emoset(out / "data" / "emoset", n=n, seed=seed)
     models = make_tiny(out / "models", seed=seed, which=("sd", "clip"))
     timings["synth"] = time.perf_counter() - t
 
-    t = step("2/6 emo data prepare emoset")
+    t = step("2/7 emo data prepare emoset")
     prepared = prepare_emoset(str(data), out / "data" / "prepared", seed=seed)
     timings["prepare"] = time.perf_counter() - t
 
-    t = step("3/6 emo train emotion-encoder (tiny)")
+    t = step("3/7 emo train emotion-encoder (tiny)")
     encoder_dir = out / "runs" / "emotion-encoder"
     execute(load_recipe("tiny/emotion-encoder", [f"data.root={data}", f"run.output_dir={encoder_dir}",
                                                  f"run.seed={seed}"]))
     timings["emotion_encoder"] = time.perf_counter() - t
 
-    t = step("4/6 emo data alpha (from the encoder)")
+    t = step("4/7 emo data alpha (from the encoder)")
     compute_alpha(prepared, classifier=str(encoder_dir))
     timings["alpha"] = time.perf_counter() - t
 
-    t = step("5/6 emo train emogen (tiny)")
+    t = step("5/7 emo train emogen (tiny)")
     emogen_dir = out / "runs" / "emogen"
     execute(load_recipe("tiny/emogen", [
         f"model.pretrained={models['sd']}", f"model.clip={models['clip']}", f"model.emotion_encoder={encoder_dir}",
@@ -72,7 +72,7 @@ def quickstart(
     ]))
     timings["emogen"] = time.perf_counter() - t
 
-    t = step("6/6 emo sample --emotion all")
+    t = step("6/7 emo sample --emotion all")
     from emocli.commands.sample import sample
 
     samples = out / "samples"
@@ -81,10 +81,22 @@ def quickstart(
            text_encoder=None, device="cpu", dtype="fp32")
     timings["sample"] = time.perf_counter() - t
 
+    t = step("7/7 emo eval generation (tiny random backbones: the numbers mean nothing)")
+    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+
+    weights = make_tiny_metric_weights(out / "models" / "metrics", seed=seed)
+    eval_dir = out / "runs" / "eval"
+    execute(load_recipe("tiny/eval-generation", [
+        f"data.samples={samples}", f"data.prepared={prepared}", f"run.output_dir={eval_dir}",
+        f"models.clip={models['clip']}", *(f"models.{key}={path}" for key, path in weights.items()),
+    ]))
+    timings["eval"] = time.perf_counter() - t
+
     summary = {
         "data": str(data), "prepared": str(Path(prepared).resolve()), "models": {k: str(v) for k, v in models.items()},
         "emotion_encoder": str(encoder_dir), "emogen": str(emogen_dir), "samples": str(samples),
-        "grid": str(samples / "grid.png"), "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "grid": str(samples / "grid.png"), "eval": str(eval_dir), "report": str(eval_dir / "report.html"),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -92,4 +104,5 @@ def quickstart(
     typer.echo(f"quickstart finished in {summary['total_seconds']} s")
     typer.echo(f"  samples grid : {summary['grid']}")
     typer.echo(f"  EmoGen run   : {emogen_dir}   (emo sample --run {emogen_dir} --emotion fear --object cup --out ...)")
+    typer.echo(f"  eval report  : {eval_dir / 'report.html'}  (metrics.json, report.md)")
     typer.echo(f"  summary      : {out / 'summary.json'}")

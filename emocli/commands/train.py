@@ -95,5 +95,6 @@ def _train_command(method_name: str):
     return command
 
 
-for _name in METHODS:
-    app.command(_name)(_train_command(_name))
+for _name, _method in METHODS.items():
+    if _method.command == "emo train":
+        app.command(_name)(_train_command(_name))
