@@ -83,6 +83,12 @@ def make_accelerator(run: Run):
         # name gloo, and for plain data parallelism ask for CPU processes (DistributedType.MULTI_CPU).
         kwargs_handlers.append(InitProcessGroupKwargs(backend="gloo"))
         cpu = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # One process may run several recipes in a row (quickstart, tests), each with its own
+        # precision: forget the previous run's accelerator settings (not the process group).
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
     train = getattr(recipe, "train", None)
     log_with = None
     if train is not None and "tensorboard" in train.trackers and _has_module("tensorboard"):

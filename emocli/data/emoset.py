@@ -301,3 +301,19 @@ def collate_skip_bad(batch):
         else:
             out[key] = values
     return out
+
+
+def cap_per_emotion(records: list[dict], cap: int | None) -> list[dict]:
+    """At most `cap` records, taken round-robin over emotions so every emotion stays represented."""
+    if cap is None or len(records) <= cap:
+        return records
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["emotion"], []).append(r)
+    queues = [list(g) for g in groups.values()]
+    out: list[dict] = []
+    while len(out) < cap:
+        for queue in queues:
+            if queue and len(out) < cap:
+                out.append(queue.pop(0))
+    return out

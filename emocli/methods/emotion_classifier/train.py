@@ -21,27 +21,13 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from emocli.data.emoset import cap_per_emotion
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 from emocli.runs import Run, write_json_atomic
 from emocli.training import TrainTask, fit, make_accelerator
 
 log = logging.getLogger("emocli")
-
-
-def _cap(records: list[dict], cap: int | None) -> list[dict]:
-    """At most `cap` records, taken round-robin over emotions so every emotion stays represented."""
-    if cap is None or len(records) <= cap:
-        return records
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(r["emotion"], []).append(r)
-    out: list[dict] = []
-    while len(out) < cap:
-        for group in groups.values():
-            if group and len(out) < cap:
-                out.append(group.pop(0))
-    return out
 
 
 class _LazyClip:
@@ -86,7 +72,7 @@ class EmotionClassifierTask(TrainTask):
         wanted = [data.train_split] + ([data.val_split] if data.val_split and data.val_split != data.train_split else [])
         self.splits: dict[str, list[dict]] = {}
         for split in wanted:
-            chosen = _cap([r for r in records if r.get("split") == split], data.max_images_per_split)
+            chosen = cap_per_emotion([r for r in records if r.get("split") == split], data.max_images_per_split)
             if chosen:
                 self.splits[split] = chosen
             elif split == data.train_split:

@@ -14,7 +14,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from emocli.data.emoset import EmoSetImages, EmoSetRelease, collate_skip_bad
+from emocli.data.emoset import EmoSetImages, EmoSetRelease, cap_per_emotion, collate_skip_bad
 from emocli.data.transforms import image_transform
 from emocli.emotion_space import EmotionSpace
 from emocli.methods.emotion_encoder.model import EmotionEncoder, build_backbone
@@ -22,21 +22,6 @@ from emocli.runs import Run, write_json_atomic
 from emocli.training import TrainTask, fit, make_accelerator
 
 log = logging.getLogger("emocli")
-
-
-def _cap(records: list[dict], cap: int | None) -> list[dict]:
-    if cap is None or len(records) <= cap:
-        return records
-    # Keep every emotion represented: take records round-robin over emotions.
-    by_emotion: dict[str, list[dict]] = {}
-    for r in records:
-        by_emotion.setdefault(r["emotion"], []).append(r)
-    out: list[dict] = []
-    while len(out) < cap:
-        for group in by_emotion.values():
-            if group and len(out) < cap:
-                out.append(group.pop(0))
-    return out
 
 
 class EmotionEncoderTask(TrainTask):
@@ -55,7 +40,7 @@ class EmotionEncoderTask(TrainTask):
         self.eval_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std)
         train_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std,
                                           train=True, flip=data.flip)
-        self.splits = {s: _cap(self.release.records(s), data.max_images_per_split) for s in self.release.splits}
+        self.splits = {s: cap_per_emotion(self.release.records(s), data.max_images_per_split) for s in self.release.splits}
         self.train_dataset = EmoSetImages(self.splits["train"], train_transform)
         self.collate_fn = collate_skip_bad
 
