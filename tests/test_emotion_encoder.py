@@ -177,3 +177,24 @@ def test_ema_bf16_accumulation_and_schedule(emoset_tiny, tmp_path):
     key = "fc_1.weight"
     assert torch.allclose(final[key], ema[key]) and not torch.allclose(final[key], raw[key])
     assert "mixed precision bf16" in (out / "log.txt").read_text()
+
+
+def test_corrupt_images_are_named_and_counted_not_fatal(tmp_path):
+    from emocli.data.synth import synth_emoset
+
+    root = synth_emoset(tmp_path / "bad", n=64, seed=1, corrupt=3, grayscale=2, rgba=2)
+    out = _train(_recipe(root, tmp_path / "run", "train.max_steps=4", "train.batch_size=8"))
+    log = (out / "log.txt").read_text()
+    bad = json.loads((out / "final" / "metrics.json").read_text())["bad_images"]
+    assert bad["count"] == 3 and all(p.endswith(".jpg") and p in log for p in bad["paths"])
+    assert (out / "final" / "emotion_space.safetensors").is_file()
+
+
+def test_clip_vision_backbone_option(emoset_tiny, tmp_path):
+    from emocli.methods.emotion_encoder.model import EmotionEncoder
+
+    out = _train(_recipe(emoset_tiny, tmp_path / "clip", "model.backbone.name=clip",
+                         "model.backbone.config={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+                         "num_attention_heads: 4, image_size: 32, patch_size: 8}", "train.max_steps=3"))
+    model = EmotionEncoder.from_pretrained(out)
+    assert model.meta["backbone"] == "clip" and model.represent(torch.zeros(1, 3, 32, 32)).shape == (1, 768)

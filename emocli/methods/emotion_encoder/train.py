@@ -43,6 +43,7 @@ class EmotionEncoderTask(TrainTask):
         self.splits = {s: cap_per_emotion(self.release.records(s), data.max_images_per_split) for s in self.release.splits}
         self.train_dataset = EmoSetImages(self.splits["train"], train_transform)
         self.collate_fn = collate_skip_bad
+        self.eval_bad_images: set[str] = set()
 
     def loss(self, model, batch):
         logits = model(batch["pixel_values"])
@@ -69,8 +70,7 @@ class EmotionEncoderTask(TrainTask):
                 out = accelerator.unwrap_model(model).head(rep)
             r, o, y = accelerator.gather_for_metrics((rep.float(), out.float(), batch["label"]))
             reps.append(r.cpu()), logits.append(o.cpu()), labels.append(y.cpu())
-        if dataset.bad_images:
-            log.warning("%d unreadable images skipped (first: %s)", len(dataset.bad_images), dataset.bad_images[0])
+        self.eval_bad_images.update(dataset.bad_images)
         if not reps:
             return torch.zeros(0, 1), torch.zeros(0, 8), torch.zeros(0, dtype=torch.long)
         return torch.cat(reps), torch.cat(logits), torch.cat(labels)
@@ -101,11 +101,15 @@ class EmotionEncoderTask(TrainTask):
                 space_reps, space_labels = reps, labels
         if space_split == "all":
             space_reps, _, space_labels = self._predict(model, accelerator, space_records)
+        bad = sorted(set(self.train_dataset.bad_images) | self.eval_bad_images)
+        metrics["bad_images"] = {"count": len(bad), "paths": bad}
+        if bad:
+            log.warning("%d unreadable images were skipped (listed in final/metrics.json)", len(bad))
         if accelerator.is_main_process:
             path = EmotionSpace.fit(space_reps, space_labels).save(run.final)
             write_json_atomic(run.final / "metrics.json", metrics)
             log.info("emotion space (%s split, dim %d): %s", space_split, space_reps.shape[1], path)
-            log.info("accuracy per split: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in metrics.items()}))
+            log.info("accuracy per split: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in metrics.items() if k in self.splits}))
 
 
 def main(run: Run, resume: bool = False) -> None:
