@@ -53,41 +53,16 @@ def header(column: str) -> str:
 
 
 def _pyplot():
-    import matplotlib
+    from emocli.metrics.plots import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def plot_confusion(confusion, labels, path, title: str = "Emo-A confusion matrix") -> Path:
-    """A row-normalised confusion matrix (rows: intended emotion, columns: predicted) with counts in the cells."""
-    import numpy as np
+    """Rows: intended emotion, columns: predicted (emocli.metrics.plots)."""
+    from emocli.metrics.plots import plot_confusion as plot
 
-    plt = _pyplot()
-    cm = np.asarray(confusion, dtype=np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("intended")
-    ax.set_title(title)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            if cm[i, j]:
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot(confusion, labels, labels, path, title, row_axis="intended")
 
 
 def plot_per_emotion(values: dict, title: str, path, overall=None, percent: bool = False) -> Path:

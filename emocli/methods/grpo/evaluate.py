@@ -390,36 +390,15 @@ def _mean(values: Sequence[float]) -> float:
 # Plot and report
 # ---------------------------------------------------------------------------------------------------
 def plot_confusion(confusion: dict, path, title: str) -> Path:
-    """Row-normalised confusion matrix (rows true, columns predicted + "no answer") with counts, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Rows: true emotion; columns: predicted, plus "no answer" (emocli.metrics.plots)."""
     import numpy as np
+
+    from emocli.metrics.plots import plot_confusion as plot
 
     labels = confusion["labels"]
     counts = np.column_stack([np.asarray(confusion["matrix"], dtype=float),
                               np.asarray(confusion["no_answer"], dtype=float)])
-    totals = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=100)
-    im = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(len(labels) + 1), [*labels, NO_ANSWER], rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for r in range(counts.shape[0]):
-        for c in range(counts.shape[1]):
-            if counts[r, c]:
-                ax.text(c, r, f"{int(counts[r, c])}", ha="center", va="center", fontsize=8,
-                        color="white" if share[r, c] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot(counts, labels, [*labels, NO_ANSWER], path, title, row_axis="true")
 
 
 def _rows(metrics: dict) -> list[tuple[str, float | None]]:
