@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocli.data.prepare import commit_folder, stage_folder, write_json
+from emocli.data.prepare import check_output_folder, commit_folder, stage_folder, write_json
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 
@@ -168,15 +168,7 @@ def import_emogen(repo, out, overwrite: bool = False) -> Path:
     if not repo.is_dir():
         raise EmoError(f"EmoGen repository {repo} does not exist or is not a folder (pass a checkout of "
                        f"JingyuanYY/EmoGen)")
-    if out.exists() and not out.is_dir():
-        raise EmoError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise EmoError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-        if not (out / MANIFEST).is_file():
-            raise EmoError(f"--out {out} is not an EmoGen import folder (no {MANIFEST}); refusing to replace it")
-    if out == repo or out in repo.parents:
-        raise EmoError(f"--out {out} contains the repository {repo}; choose another --out")
+    check_output_folder(out, overwrite, repo, MANIFEST, kind="EmoGen import folder", source_name="repository")
 
     wanted = {
         "emotion_space": ["emo_space"],

@@ -653,17 +653,19 @@ def _ordered_map(fn: Callable, items: Iterable, workers: int, chunk: int = 256) 
             yield from pool.map(fn, batch)
 
 
-def _check_out(out: Path, overwrite: bool, source_path: Path | None) -> None:
+def check_output_folder(out: Path, overwrite: bool, source: Path | None, manifest: str = MANIFEST,
+                        kind: str = "prepared folder", source_name: str = "source") -> None:
+    """Refuse to write over anything but an empty folder or (with --overwrite) one this command made."""
     if out.exists() and not out.is_dir():
         raise EmoError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise EmoError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-        if not (out / MANIFEST).is_file():
-            raise EmoError(f"--out {out} is not a prepared folder (no {MANIFEST}); refusing to replace it, "
+        if not (out / manifest).is_file():
+            raise EmoError(f"--out {out} is not a {kind} (no {manifest}); refusing to replace it, "
                            f"choose another --out")
-    if source_path is not None and (source_path == out or out in source_path.parents):
-        raise EmoError(f"--out {out} contains the source {source_path}; choose another --out")
+    if source is not None and (source == out or out in source.parents):
+        raise EmoError(f"--out {out} contains the {source_name} {source}; choose another --out")
 
 
 def stage_folder(out: Path) -> Path:
@@ -741,7 +743,7 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
     out = Path(out).expanduser().resolve()
     local = Path(str(source)).expanduser()
     source_path = local.resolve() if local.exists() else None
-    _check_out(out, overwrite, source_path)
+    check_output_folder(out, overwrite, source_path)
     src = open_source(source, streaming=streaming)
     splits, keep = _select_splits(src, split)
     if src.missing_fields:
