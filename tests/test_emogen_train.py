@@ -113,3 +113,30 @@ def test_not_prepared_folder_is_one_line_exit_2(setup_dirs, tmp_path):
                    f"model.emotion_encoder={setup_dirs['encoder']}")
     assert done.returncode == 2 and "prepare" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_two_process_emogen_run(setup_dirs):
+    """EmoGen through `accelerate launch` on 2 CPU processes: emotion vectors computed on disjoint shards
+    and gathered, rank 0 alone writes checkpoints, validation images and the final run."""
+    d = setup_dirs
+    out = d["root"] / "ddp"
+    done = run_emo("train", "emogen", "tiny/emogen", f"model.pretrained={d['models']['sd']}",
+                   f"model.clip={d['models']['clip']}", f"model.emotion_encoder={d['encoder']}",
+                   f"data.prepared={d['prepared']}", f"run.output_dir={out}", "train.max_steps=4",
+                   "train.checkpoint_every=2", "--num-processes", "2", "--accelerate-config", "multi_cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "accelerate: MULTI_CPU, 2 process(es)" in log and log.count("checkpoint:") == 2
+    from safetensors.torch import load_file
+
+    from accelerate import Accelerator
+
+    from emocli.methods.emogen.train import EmoGenTask
+
+    cached = load_file(str(out / "cache" / "emogen_precomputed.safetensors"))["vectors"]
+    recipe = _recipe(d, d["root"] / "ddp-reference")
+    task = EmoGenTask(recipe, prepare_run(recipe, ["t"]))
+    task.setup(Accelerator(cpu=True))  # the same vectors computed by one process
+    single = task.train_dataset.vectors
+    assert cached.shape == single.shape and torch.allclose(cached, single, atol=1e-4)
+    assert (out / "final" / "emogen.json").is_file()
