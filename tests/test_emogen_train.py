@@ -127,9 +127,8 @@ def test_two_process_emogen_run(setup_dirs):
     assert done.returncode == 0, done.stderr[-3000:]
     log = (out / "log.txt").read_text()
     assert "accelerate: MULTI_CPU, 2 process(es)" in log and log.count("checkpoint:") == 2
-    from safetensors.torch import load_file
-
     from accelerate import Accelerator
+    from safetensors.torch import load_file
 
     from emocli.methods.emogen.train import EmoGenTask
 
