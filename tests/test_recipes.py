@@ -42,3 +42,13 @@ def test_unknown_key_error_names_key_and_close_match():
     with pytest.raises(EmoError) as err:
         load_recipe("tiny/emotion-encoder", ["model.backbone.pretraind=x"])
     assert "model.backbone.pretraind" in str(err.value) and "pretrained" in str(err.value)
+
+
+def test_a_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
+    from emocli.recipes.load import find_recipe
+
+    (tmp_path / "emotion-encoder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("emotion-encoder").name == "emotion-encoder.yaml"
+    with pytest.raises(EmoError, match="does not exist"):
+        find_recipe("missing.yaml")

@@ -34,10 +34,10 @@ def list_recipes() -> list[tuple[str, Path]]:
 
 def find_recipe(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        if not path.is_file():
-            raise EmoError(f"recipe file {str(path)!r} does not exist")
+    if path.is_file():
         return path
+    if path.suffix in {".yaml", ".yml"}:
+        raise EmoError(f"recipe file {str(path)!r} does not exist")
     names = dict(list_recipes())
     name = str(name_or_path)
     if name not in names:
