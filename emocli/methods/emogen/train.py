@@ -81,14 +81,24 @@ def load_training_samples(data) -> tuple[list[dict], list[str]]:
     return samples, vocabulary
 
 
+def vae_pixels(path: str, resolution: int, center_crop: bool) -> torch.Tensor:
+    """The VAE's input in [-1, 1]: squashed to a square like the original, or resized + centre-cropped."""
+    image = load_rgb(path)
+    if center_crop:
+        return image_transform(resolution, crop=resolution, mean=(0.5,) * 3, std=(0.5,) * 3)(image)
+    image = image.resize((resolution, resolution), Image.BICUBIC)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
+    return pixels.permute(2, 0, 1).float() / 127.5 - 1.0
+
+
 class _EmoGenImages(torch.utils.data.Dataset):
-    """VAE images (squashed to the resolution like the original, or centre-cropped), random flip."""
+    """Per sample: the cached emotion vector, alpha, attribute, and the VAE image (random flip) or its
+    cached latent distribution."""
 
     def __init__(self, samples, vectors: torch.Tensor, row_of: dict[str, int], resolution: int,
                  center_crop: bool, flip: bool, latents: torch.Tensor | None):
         self.samples, self.vectors, self.row_of = samples, vectors, row_of
         self.resolution, self.center_crop, self.flip, self.latents = resolution, center_crop, flip, latents
-        self.crop = image_transform(resolution, crop=resolution, mean=(0.5,) * 3, std=(0.5,) * 3) if center_crop else None
 
     def __len__(self):
         return len(self.samples)
@@ -102,13 +112,7 @@ class _EmoGenImages(torch.utils.data.Dataset):
         if self.latents is not None:
             item["latent_dist"] = self.latents[row, int(flip)]
             return item
-        image = load_rgb(s["image"])
-        if self.crop is not None:
-            pixels = self.crop(image)
-        else:
-            image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(
-                self.resolution, self.resolution, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+        pixels = vae_pixels(s["image"], self.resolution, self.center_crop)
         item["pixel_values"] = pixels.flip(-1) if flip else pixels
         return item
 
@@ -231,7 +235,9 @@ class EmoGenTask(TrainTask):
             vec = self.encoder.represent(batch["pixel_values"].to(accelerator.device)).float()
             out = [vec, batch["index"].to(accelerator.device)]
             if want_latents:
-                images = torch.stack([self._vae_pixels(records[int(i)]["image"]) for i in batch["index"]])
+                d = self.recipe.data
+                images = torch.stack([vae_pixels(records[int(i)]["image"], d.resolution, d.center_crop)
+                                      for i in batch["index"]])
                 images = images.to(accelerator.device, self.dtype)
                 both = []
                 for flipped in (images, images.flip(-1)):
@@ -257,11 +263,6 @@ class EmoGenTask(TrainTask):
             save_file(tensors, str(tmp))
             tmp.replace(cache)
         return vectors, latents
-
-    def _vae_pixels(self, path):
-        r = self.recipe.data.resolution
-        image = load_rgb(path).resize((r, r), Image.BICUBIC)
-        return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(r, r, 3).permute(2, 0, 1).float() / 127.5 - 1.0
 
     # -- the training step --
     def loss(self, model, batch):
