@@ -78,15 +78,22 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     typer.echo(f"run: {run.dir}")
 
 
+# The options of every recipe-driven run command (`emo train METHOD`, `emo understand grpo`).
+RECIPE_ARGS = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]")
+RESUME = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint.")
+NUM_PROCESSES = typer.Option(None, "--num-processes", min=1, help="Processes (GPUs); >1 launches through accelerate.")
+ACCELERATE_CONFIG = typer.Option(None, "--accelerate-config",
+                                 help="multi_cpu, single_gpu, multi_gpu, zero2, zero3, or a path.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the resolved recipe and launch command.")
+
+
 def _train_command(method_name: str):
     def command(
-        args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
-        num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
-                                                    help="Processes (GPUs); >1 launches through accelerate."),
-        accelerate_config: Optional[str] = typer.Option(
-            None, "--accelerate-config", help="multi_cpu, single_gpu, multi_gpu, zero2, zero3, or a path."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and launch command."),
+        args: Optional[list[str]] = RECIPE_ARGS,
+        resume: bool = RESUME,
+        num_processes: Optional[int] = NUM_PROCESSES,
+        accelerate_config: Optional[str] = ACCELERATE_CONFIG,
+        dry_run: bool = DRY_RUN,
     ):
         recipe = load_for_command(method_name, args or [], num_processes, accelerate_config)
         execute(recipe, resume=resume, dry_run=dry_run)

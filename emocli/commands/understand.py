@@ -7,19 +7,19 @@ from typing import Optional
 
 import typer
 
+from emocli.commands.train import ACCELERATE_CONFIG, DRY_RUN, NUM_PROCESSES, RECIPE_ARGS, RESUME
+
 app = typer.Typer(help="Emotion understanding with vision-language models: GRPO training and prediction.",
                   no_args_is_help=True)
 
 
 @app.command("grpo")
 def grpo(
-    args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete TRL checkpoint."),
-    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
-                                                help="Processes (GPUs); >1 launches through accelerate."),
-    accelerate_config: Optional[str] = typer.Option(
-        None, "--accelerate-config", help="multi_cpu, single_gpu, multi_gpu, zero2, zero3, or a path."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and launch command."),
+    args: Optional[list[str]] = RECIPE_ARGS,
+    resume: bool = RESUME,
+    num_processes: Optional[int] = NUM_PROCESSES,
+    accelerate_config: Optional[str] = ACCELERATE_CONFIG,
+    dry_run: bool = DRY_RUN,
 ):
     """GRPO fine-tuning of a VLM on binary, multiple-choice and misleading emotion questions (TRL GRPOTrainer).
 

@@ -14,6 +14,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
 def plot_confusion(counts, row_labels, col_labels, path, title: str, row_axis: str = "true") -> Path:
     """A row-normalised confusion matrix (rows: `row_axis`, columns: predicted) with the counts in the
     cells, as PNG. `counts` may have extra columns (e.g. "no answer") named in `col_labels`."""
@@ -36,9 +46,4 @@ def plot_confusion(counts, row_labels, col_labels, path, title: str, row_axis: s
                 ax.text(c, r, str(int(cm[r, c])), ha="center", va="center", fontsize=8,
                         color="white" if share[r, c] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -76,12 +76,9 @@ def plot_per_emotion(values: dict, title: str, path, overall=None, percent: bool
         ax.axhline(100 * overall if percent else overall, color="#dd8452", linestyle="--", label="overall")
         ax.legend(loc="best", fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from emocli.metrics.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------- markdown
