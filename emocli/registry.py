@@ -20,12 +20,19 @@ class Method:
     default_recipe: str  # name under recipes/
     summary: str
     command: str = "emo train"  # the command that runs it; `emo train` lists only its own methods
+    # "module:function(recipe)" that checks inputs (model paths, splits, precision on this device)
+    # before the run directory is created; raises EmoError. Imports lazily and stays fast.
+    preflight: str | None = None
 
     def load_schema(self):
         return _resolve(self.schema)
 
     def load_entry(self):
         return _resolve(self.entry)
+
+    def run_preflight(self, recipe) -> None:
+        if self.preflight:
+            _resolve(self.preflight)(recipe)
 
 
 def _resolve(spec: str):

@@ -44,6 +44,10 @@ class TrainTask:
     model: torch.nn.Module  # what the optimizer updates and checkpoints hold (trainable parts only)
     train_dataset: torch.utils.data.Dataset
     collate_fn = None
+    # Set by `fit` before every `loss` call: optimizer steps completed so far, and the 0-based epoch
+    # (a method can switch a loss term on at a given epoch).
+    step: int = 0
+    epoch: int = 0
 
     def setup(self, accelerator) -> None:
         """Move frozen components to the device / dtype (called once, before training)."""
@@ -119,17 +123,26 @@ def _has_module(name: str) -> bool:
 
 
 class _Ema:
-    """Exponential moving average of the trainable parameters (fp32 shadow copy)."""
+    """Exponential moving average of the trainable parameters (fp32 shadow copy).
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    With `warmup` the decay at optimizer step t is min(decay, (1 + t) / (10 + t)): the average
+    forgets the random initialisation quickly instead of over ~1/(1 - decay) steps.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
         self.decay = decay
+        self.warmup = warmup
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
 
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = self.decay_at(step)
         for name, param in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(param.detach().float(), 1.0 - self.decay)
+                self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
 
     def state_dict_over(self, state_dict: dict) -> dict:
         merged = dict(state_dict)
@@ -196,7 +209,8 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     scheduler = get_scheduler(optim.scheduler, optimizer=_base_optimizer(optimizer),
                               num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
     accelerator.register_for_checkpointing(scheduler)
-    ema = _Ema(accelerator.unwrap_model(model), train.ema.decay) if train.ema else None
+    ema = _Ema(accelerator.unwrap_model(model), train.ema.decay, train.ema.warmup) if train.ema else None
+    best = _BestTracker(run, train)
 
     step, epoch, skip_batches = 0, 0, 0
     if resume:
@@ -205,6 +219,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
             log.info("--resume: no complete checkpoint in %s; starting from step 0", run.checkpoints)
         else:
             step, epoch, skip_batches = _load_checkpoint(ckpt, accelerator, ema, train.batch_size)
+            best.restore()
             log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
     if step >= max_steps:
         log.info("already at step %d of %d: nothing to train", step, max_steps)
@@ -215,6 +230,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     audit: list[int] = []
     audit_epoch = epoch
     last_loss = None
+    evaluated_at = None
 
     with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
                                             every=train.log_every, start=step) as bar:
@@ -229,6 +245,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 position += 1
                 if train.audit_data and epoch == audit_epoch and isinstance(batch, dict) and "index" in batch:
                     audit.extend(int(i) for i in batch["index"])
+                task.step, task.epoch = step, epoch
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         loss, logs = _unpack(task.loss(model, batch) if batch is not None else None, params)
@@ -244,7 +261,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 scheduler.step()
                 step += 1
                 if ema is not None:
-                    ema.update(accelerator.unwrap_model(model))
+                    ema.update(accelerator.unwrap_model(model), step)
                 mean_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
                 loss_sum.zero_()
                 micro = 0
@@ -267,8 +284,11 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                     if is_main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
+                stop_early = False
                 if train.eval_every and step % train.eval_every == 0 and step < max_steps:
-                    _evaluate(task, model, accelerator, step, metrics_path)
+                    result = _evaluate(task, model, accelerator, step, metrics_path)
+                    stop_early = best.update(result, step, accelerator, model, task, ema)
+                    evaluated_at = step
                 interrupted = _any_process(accelerator, stop.signal is not None)
                 if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted:
                     save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
@@ -277,6 +297,10 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                         f"interrupted at step {step}; checkpoint saved in {run.checkpoints / f'step-{step}'}. "
                         f"Continue with the same command and --resume"
                     )
+                if stop_early:
+                    log.info("early stopping at step %d: %s has not improved for %d evaluations (best %s at step %d)",
+                             step, train.best_metric, train.early_stopping_patience, best.value, best.step)
+                    break
                 if step >= max_steps:
                     break
             else:
@@ -290,7 +314,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
             write_json_atomic(run.dir / "audit_data.json", {"epoch": audit_epoch, "ranks": shards})
     if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
         save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
-    _evaluate(task, model, accelerator, step, metrics_path)
+    if evaluated_at != step:  # an early stop has just evaluated this step
+        result = _evaluate(task, model, accelerator, step, metrics_path)
+        best.update(result, step, accelerator, model, task, ema)
 
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
@@ -337,7 +363,7 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
-def _evaluate(task, model, accelerator, step, metrics_path: Path) -> None:
+def _evaluate(task, model, accelerator, step, metrics_path: Path) -> dict | None:
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -350,6 +376,75 @@ def _evaluate(task, model, accelerator, step, metrics_path: Path) -> None:
                 f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, (int, float))))
             with metrics_path.open("a") as f:
                 f.write(json.dumps({"step": step, "eval": result}) + "\n")
+    return result
+
+
+class _BestTracker:
+    """`train.best_metric`: export the best weights to RUN/best/ and count evaluations without improvement.
+
+    Rank 0's evaluation result decides (broadcast), so every process takes the same decision.
+    """
+
+    def __init__(self, run: Run, train):
+        self.run, self.metric, self.mode = run, train.best_metric, train.best_mode
+        self.patience = train.early_stopping_patience
+        self.value: float | None = None
+        self.step: int | None = None
+        self.bad_evals = 0
+
+    @property
+    def path(self) -> Path:
+        return self.run.dir / "best"
+
+    def restore(self) -> None:
+        """On resume: the best so far comes from RUN/best/best.json (bad_evals from the same file)."""
+        state_file = self.path / "best.json"
+        if self.metric and state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state.get("metric") == self.metric:
+                self.value, self.step = state["value"], state["step"]
+                self.bad_evals = int(state.get("bad_evals_after", 0))
+
+    def update(self, result, step, accelerator, model, task, ema) -> bool:
+        """Record one evaluation; export if it improved. Returns True when training should stop."""
+        if not self.metric:
+            return False
+        from accelerate.utils import broadcast_object_list
+
+        value = None
+        if accelerator.is_main_process:
+            if not result or self.metric not in result:
+                raise EmoError(f"train.best_metric {self.metric!r} is not among the evaluation's results: "
+                               f"{sorted(result or {})}")
+            value = float(result[self.metric])
+        if accelerator.num_processes > 1:
+            value = broadcast_object_list([value])[0]
+        improved = self.value is None or (value > self.value if self.mode == "max" else value < self.value)
+        if improved:
+            self.value, self.step, self.bad_evals = value, step, 0
+            self._export(accelerator, model, task, ema, step)
+        else:
+            self.bad_evals += 1
+            if accelerator.is_main_process and (self.path / "best.json").is_file():
+                state = json.loads((self.path / "best.json").read_text())
+                write_json_atomic(self.path / "best.json", {**state, "bad_evals_after": self.bad_evals})
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def _export(self, accelerator, model, task, ema, step) -> None:
+        state_dict = accelerator.get_state_dict(model)  # every process (DeepSpeed ZeRO-3 gathers)
+        if ema is not None and self.run.recipe.train.ema.export:
+            state_dict = ema.state_dict_over(state_dict)
+        if accelerator.is_main_process:
+            tmp = self.path.with_name(".best.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
+            write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
+                                                  "step": step, "bad_evals_after": 0})
+            shutil.rmtree(self.path, ignore_errors=True)
+            tmp.replace(self.path)
+            log.info("best %s %.4f at step %d: %s", self.metric, self.value, step, self.path)
+        accelerator.wait_for_everyone()
 
 
 def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int) -> Path:

@@ -59,6 +59,9 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
         else:
             typer.echo("# launch: in-process (one process)")
         return
+    from emocli.registry import get_method
+
+    get_method(recipe.method).run_preflight(recipe)  # bad inputs fail before the run directory exists
     run = prepare_run(recipe, argv, resume=resume)
     if launched:
         config = write_accelerate_config(recipe, run.dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -44,6 +44,8 @@ class EmaSection(Section):
     decay: float = Field(0.999, gt=0, lt=1)
     # The exported `final/` weights are the EMA weights when true.
     export: bool = True
+    # Ramp the decay up as min(decay, (1 + step) / (10 + step)), so early weights fade quickly.
+    warmup: bool = False
 
 
 class TrainSection(Section):
@@ -61,6 +63,17 @@ class TrainSection(Section):
     trackers: list[Literal["tensorboard"]] = Field(default_factory=lambda: ["tensorboard"])
     # Record which sample indices each process trained on (first epoch), for auditing sharding.
     audit_data: bool = False
+    # Keep the best weights by a key of the dict `TrainTask.evaluate` returns (RUN/best/model).
+    best_metric: Optional[str] = None
+    best_mode: Literal["max", "min"] = "max"
+    # Stop after this many evaluations without improvement of `best_metric`.
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _patience_needs_metric(self):
+        if self.early_stopping_patience is not None and self.best_metric is None:
+            raise ValueError("train.early_stopping_patience needs train.best_metric (the metric to watch)")
+        return self
 
 
 class Recipe(Section):
