@@ -52,6 +52,13 @@ class TrainTask:
     def setup(self, accelerator) -> None:
         """Move frozen components to the device / dtype (called once, before training)."""
 
+    def train_mode(self, model) -> None:
+        """Put `model` (as prepared by accelerate) in training mode: `fit` calls it before the first
+        step and after each evaluation, since `from_pretrained` returns modules in eval mode (frozen
+        BatchNorm statistics, no dropout, no gradient checkpointing). Override to keep frozen parts in
+        eval mode."""
+        model.train()
+
     def loss(self, model, batch) -> torch.Tensor | tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
@@ -139,6 +146,7 @@ class _Ema:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
+        """Average in the weights after optimizer step `step` (0-based: the first update uses decay_at(0))."""
         decay = self.decay_at(step)
         for name, param in model.named_parameters():
             if name in self.shadow:
@@ -212,31 +220,43 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     ema = _Ema(accelerator.unwrap_model(model), train.ema.decay, train.ema.warmup) if train.ema else None
     best = _BestTracker(run, train)
 
+    metrics_path = run.dir / "metrics.jsonl"
     step, epoch, skip_batches = 0, 0, 0
+    evaluated_at = None  # the step whose evaluation has already run
+    stopped_early = False
     if resume:
         ckpt = latest_checkpoint(run.dir)
         if ckpt is None:
             log.info("--resume: no complete checkpoint in %s; starting from step 0", run.checkpoints)
         else:
-            step, epoch, skip_batches = _load_checkpoint(ckpt, accelerator, ema, train.batch_size)
-            best.restore()
+            state, skip_batches = _load_checkpoint(ckpt, accelerator, ema)
+            step, epoch = int(state["step"]), int(state["epoch"])
+            best.load_state(state.get("best"))
+            stopped_early = bool(state.get("stopped_early", False))
+            # Checkpoints without the flag: the loop evaluates a step before checkpointing it.
+            evaluated = state.get("evaluated", bool(train.eval_every and step % train.eval_every == 0
+                                                    and step < max_steps))
+            evaluated_at = step if evaluated else None
+            if is_main:
+                _truncate_metrics(metrics_path, step, keep_eval_at_step=evaluated)
             log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
-    if step >= max_steps:
-        log.info("already at step %d of %d: nothing to train", step, max_steps)
+    if step >= max_steps or stopped_early:
+        log.info("already at step %d of %d%s: nothing to train", step, max_steps,
+                 " (stopped early)" if stopped_early else "")
 
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers(recipe.run.name or recipe.method)
-    metrics_path = run.dir / "metrics.jsonl"
     audit: list[int] = []
     audit_epoch = epoch
     last_loss = None
-    evaluated_at = None
+    task.train_mode(model)
 
     with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
                                             every=train.log_every, start=step) as bar:
-        t_last, micro, loss_sum = time.perf_counter(), 0, torch.zeros((), device=accelerator.device)
+        t_last, logged_step = time.perf_counter(), step
+        micro, loss_sum = 0, torch.zeros((), device=accelerator.device)
         position = skip_batches
-        while step < max_steps:
+        while step < max_steps and not stopped_early:
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
@@ -259,9 +279,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
-                step += 1
                 if ema is not None:
                     ema.update(accelerator.unwrap_model(model), step)
+                step += 1
                 mean_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
                 loss_sum.zero_()
                 micro = 0
@@ -277,27 +297,29 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 if step % train.log_every == 0 or step == max_steps:
                     now = time.perf_counter()
                     record = {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
-                              "steps_per_s": train.log_every / max(now - t_last, 1e-9),
+                              "steps_per_s": (step - logged_step) / max(now - t_last, 1e-9),
                               **{k: float(v) for k, v in (logs or {}).items()}}
-                    t_last = now
+                    t_last, logged_step = now, step
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
                     if is_main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
-                stop_early = False
                 if train.eval_every and step % train.eval_every == 0 and step < max_steps:
                     result = _evaluate(task, model, accelerator, step, metrics_path)
-                    stop_early = best.update(result, step, accelerator, model, task, ema)
+                    task.train_mode(model)
+                    stopped_early = best.update(result, step, accelerator, model, task, ema)
                     evaluated_at = step
                 interrupted = _any_process(accelerator, stop.signal is not None)
-                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted:
-                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted or stopped_early:
+                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
+                                    state={"best": best.state(), "stopped_early": stopped_early,
+                                           "evaluated": evaluated_at == step})
                 if interrupted:
                     raise TrainingInterrupted(
                         f"interrupted at step {step}; checkpoint saved in {run.checkpoints / f'step-{step}'}. "
                         f"Continue with the same command and --resume"
                     )
-                if stop_early:
+                if stopped_early:
                     log.info("early stopping at step %d: %s has not improved for %d evaluations (best %s at step %d)",
                              step, train.best_metric, train.early_stopping_patience, best.value, best.step)
                     break
@@ -313,7 +335,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
         if is_main:
             write_json_atomic(run.dir / "audit_data.json", {"epoch": audit_epoch, "ranks": shards})
     if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
-        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
+                        state={"best": best.state(), "stopped_early": stopped_early,
+                               "evaluated": evaluated_at == step})
     if evaluated_at != step:  # an early stop has just evaluated this step
         result = _evaluate(task, model, accelerator, step, metrics_path)
         best.update(result, step, accelerator, model, task, ema)
@@ -364,11 +388,10 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 
 def _evaluate(task, model, accelerator, step, metrics_path: Path) -> dict | None:
-    was_training = model.training
+    """Run the validation hook in eval mode (the caller puts the model back in training mode)."""
     model.eval()
     with torch.no_grad():
         result = task.evaluate(model, accelerator, step)
-    model.train(was_training)
     if result:
         accelerator.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
         if accelerator.is_main_process:
@@ -396,14 +419,17 @@ class _BestTracker:
     def path(self) -> Path:
         return self.run.dir / "best"
 
-    def restore(self) -> None:
-        """On resume: the best so far comes from RUN/best/best.json (bad_evals from the same file)."""
-        state_file = self.path / "best.json"
-        if self.metric and state_file.is_file():
-            state = json.loads(state_file.read_text())
-            if state.get("metric") == self.metric:
-                self.value, self.step = state["value"], state["step"]
-                self.bad_evals = int(state.get("bad_evals_after", 0))
+    def state(self) -> dict | None:
+        """What a checkpoint stores, so that a resumed run continues the same count."""
+        if not self.metric:
+            return None
+        return {"metric": self.metric, "value": self.value, "step": self.step, "bad_evals": self.bad_evals}
+
+    def load_state(self, state: dict | None) -> None:
+        """On resume: the tracker as it was when the checkpoint was written (not RUN/best/, which may
+        hold an evaluation after it)."""
+        if self.metric and state and state.get("metric") == self.metric:
+            self.value, self.step, self.bad_evals = state["value"], state["step"], int(state["bad_evals"])
 
     def update(self, result, step, accelerator, model, task, ema) -> bool:
         """Record one evaluation; export if it improved. Returns True when training should stop."""
@@ -425,9 +451,6 @@ class _BestTracker:
             self._export(accelerator, model, task, ema, step)
         else:
             self.bad_evals += 1
-            if accelerator.is_main_process and (self.path / "best.json").is_file():
-                state = json.loads((self.path / "best.json").read_text())
-                write_json_atomic(self.path / "best.json", {**state, "bad_evals_after": self.bad_evals})
         return self.patience is not None and self.bad_evals >= self.patience
 
     def _export(self, accelerator, model, task, ema, step) -> None:
@@ -440,15 +463,19 @@ class _BestTracker:
             tmp.mkdir(parents=True)
             task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
             write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
-                                                  "step": step, "bad_evals_after": 0})
+                                                  "step": step})
             shutil.rmtree(self.path, ignore_errors=True)
             tmp.replace(self.path)
             log.info("best %s %.4f at step %d: %s", self.metric, self.value, step, self.path)
         accelerator.wait_for_everyone()
 
 
-def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int) -> Path:
-    """Write checkpoints/step-N atomically: everything goes to a temp dir renamed when complete."""
+def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int,
+                    state: dict | None = None) -> Path:
+    """Write checkpoints/step-N atomically: everything goes to a temp dir renamed when complete.
+
+    `state` adds keys to trainer_state.json (the best-metric tracker, whether this step was evaluated).
+    """
     from safetensors.torch import save_file
 
     final = run.checkpoints / f"step-{step}"
@@ -469,6 +496,7 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
         write_json_atomic(tmp / "trainer_state.json", {
             "step": step, "epoch": epoch, "batches_in_epoch": position,
             "num_processes": accelerator.num_processes, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(state or {}),
         })
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)
@@ -479,7 +507,8 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
     return final
 
 
-def _load_checkpoint(ckpt: Path, accelerator, ema, batch_size: int) -> tuple[int, int, int]:
+def _load_checkpoint(ckpt: Path, accelerator, ema) -> tuple[dict, int]:
+    """Restore accelerate's state and the EMA shadow; (trainer_state.json, batches into the epoch)."""
     from safetensors.torch import load_file
 
     accelerator.load_state(str(ckpt))
@@ -492,4 +521,26 @@ def _load_checkpoint(ckpt: Path, accelerator, ema, batch_size: int) -> tuple[int
         # Same number of samples seen, expressed in batches of the new process count.
         position = position * saved_procs // accelerator.num_processes
         log.warning("resuming a %d-process run on %d processes", saved_procs, accelerator.num_processes)
-    return int(state["step"]), int(state["epoch"]), position
+    return state, position
+
+
+def _truncate_metrics(path: Path, step: int, keep_eval_at_step: bool) -> None:
+    """On resume from checkpoint `step`: drop the lines the resumed run writes again (atomic rewrite).
+
+    Kept: every line of an earlier step, the training line of `step` itself, and its evaluation when
+    that ran before the checkpoint was written (`keep_eval_at_step`).
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            at = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the crash
+        if at < step or (at == step and ("eval" not in record or keep_eval_at_step)):
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)

@@ -45,6 +45,11 @@ class EmotionEncoderTask(TrainTask):
         self.collate_fn = collate_skip_bad
         self.eval_bad_images: set[str] = set()
 
+    def train_mode(self, model):
+        model.train()
+        if self.recipe.model.backbone.freeze:  # a frozen backbone keeps its BatchNorm statistics
+            self.model.backbone.eval()
+
     def loss(self, model, batch):
         logits = model(batch["pixel_values"])
         labels = batch["label"]
