@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from emocli.errors import EmoError
+from emocli.errors import EmoError, io_failed
 from emocli.progress import setup_logging, step_progress
 from emocli.runs import Run, latest_checkpoint, list_checkpoints, write_json_atomic
 
@@ -352,11 +352,18 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     final_dir = run.final
     if is_main:
         tmp = final_dir.with_name(".final.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
-        shutil.rmtree(final_dir, ignore_errors=True)
-        tmp.replace(final_dir)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            tmp.replace(final_dir)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if (io := _write_error(e)) is None:
+                raise
+            raise io_failed(io, tmp, "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is "
+                            f"complete: free space and rerun the same command with --resume") from None
     accelerator.wait_for_everyone()
     task.finish(unwrapped, accelerator, run)
     accelerator.wait_for_everyone()
@@ -459,13 +466,20 @@ class _BestTracker:
             state_dict = ema.state_dict_over(state_dict)
         if accelerator.is_main_process:
             tmp = self.path.with_name(".best.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
-            write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
-                                                  "step": step})
-            shutil.rmtree(self.path, ignore_errors=True)
-            tmp.replace(self.path)
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
+                write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
+                                                      "step": step})
+                shutil.rmtree(self.path, ignore_errors=True)
+                tmp.replace(self.path)
+            except Exception as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if (io := _write_error(e)) is None:
+                    raise
+                raise io_failed(io, tmp, "write the best weights", f"the last complete checkpoint is "
+                                f"{latest_checkpoint(self.run.dir)}: free space and rerun with --resume") from None
             log.info("best %s %.4f at step %d: %s", self.metric, self.value, step, self.path)
         accelerator.wait_for_everyone()
 
@@ -476,10 +490,39 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
 
     `state` adds keys to trainer_state.json (the best-metric tracker, whether this step was evaluated).
     """
-    from safetensors.torch import save_file
-
     final = run.checkpoints / f"step-{step}"
     tmp = run.checkpoints / f".step-{step}.tmp"
+    try:
+        _write_checkpoint(run, accelerator, model, task, ema, step, epoch, position, keep, state, tmp, final)
+    except Exception as e:  # disk full, quota, permissions: this rank stops (the launcher ends the others)
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if (io := _write_error(e)) is None:
+            raise
+        last = latest_checkpoint(run.dir)
+        raise io_failed(io, tmp, "write checkpoint",
+                        f"the last complete checkpoint ({last or 'none yet'}) is intact: free space and rerun the "
+                        f"same command with --resume") from None
+    return final
+
+
+def _write_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write, or None: torch.save and safetensors wrap ENOSPC in their own errors."""
+    import errno
+
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    markers = ("No space left", "Disk quota", "file write failed", "unexpected pos", "IoError")
+    if not any(m in text for m in markers):
+        return None
+    code = errno.ENOSPC if "No space" in text else errno.EDQUOT if "quota" in text else errno.EIO
+    return OSError(code, text.splitlines()[0][:200] if text else "write failed")
+
+
+def _write_checkpoint(run, accelerator, model, task, ema, step, epoch, position, keep, state, tmp, final) -> None:
+    from safetensors.torch import save_file
+
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -504,7 +547,6 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
             shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint: %s", final)
     accelerator.wait_for_everyone()
-    return final
 
 
 def _load_checkpoint(ckpt: Path, accelerator, ema) -> tuple[dict, int]:
