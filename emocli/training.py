@@ -237,8 +237,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
             evaluated = state.get("evaluated", bool(train.eval_every and step % train.eval_every == 0
                                                     and step < max_steps))
             evaluated_at = step if evaluated else None
-            if is_main:
-                _truncate_metrics(metrics_path, step, keep_eval_at_step=evaluated)
+            if is_main:  # the final evaluation of a finished run runs again below unless it ran before the save
+                redo_eval = not evaluated and (step >= max_steps or stopped_early)
+                _truncate_metrics(metrics_path, step, keep_eval_at_step=not redo_eval)
             log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
     if step >= max_steps or stopped_early:
         log.info("already at step %d of %d%s: nothing to train", step, max_steps,

@@ -221,3 +221,13 @@ def test_an_early_stopped_run_stays_stopped_on_resume(tmp_path):
     assert best["step"] == 2
     evals = [json.loads(x)["step"] for x in (run.dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals == [1, 2, 3, 4]
+
+
+def test_resume_with_more_steps_keeps_the_previous_final_evaluation(tmp_path):
+    run = _run(tmp_path, max_steps=2)
+    fit(_Toy(), run, make_accelerator(run))
+    run.recipe.train.max_steps = 4
+    fit(_Toy(), run, make_accelerator(run), resume=True)
+    rows = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], "eval" in r) for r in rows] == [(1, False), (2, False), (2, True), (3, False), (4, False),
+                                                        (4, True)]
