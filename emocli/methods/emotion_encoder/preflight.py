@@ -10,5 +10,6 @@ def preflight(recipe) -> None:
     pf.check_all(
         *pf.train_checks(recipe),
         lambda: pf.model_source(backbone.pretrained, "model.backbone.pretrained", f"{backbone.name} backbone"),
-        lambda: pf.prepared_splits(recipe.data.prepared, ["train"], "data.prepared"),
+        lambda: pf.prepared_splits(recipe.data.prepared, sorted({"train", recipe.data.space_split} - {"all"}),
+                                   "data.prepared"),
     )
