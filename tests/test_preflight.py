@@ -84,7 +84,8 @@ def test_model_sources():
 
 
 def test_the_other_methods(emoset_prepared, tmp_path):
-    _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", match="model.pretrained.*models/tiny/sd")
+    _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path / 'no-sd'}",
+             match="model.pretrained: Stable Diffusion .*no-sd' does not exist")
     message = _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path}",
                        f"model.clip={tmp_path}", f"model.emotion_encoder={tmp_path}", match="data.alpha")
     assert "model.pretrained" not in message
@@ -95,7 +96,8 @@ def test_the_other_methods(emoset_prepared, tmp_path):
     (tmp_path / "samples").mkdir()
     _refused(tmp_path, "tiny/eval-generation", f"data.samples={tmp_path / 'samples'}",
              f"data.prepared={emoset_prepared}", match="holds no <emotion>/\\*.png")
-    _refused(tmp_path, "tiny/grpo", f"data.prepared={emoset_prepared}", match="model.pretrained.*models/tiny/vlm")
+    _refused(tmp_path, "tiny/grpo", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path / 'no-vlm'}",
+             match="model.pretrained: vision-language model .*no-vlm' does not exist")
     _refused(tmp_path, "tiny/eval-understanding", f"models.base={tmp_path}", f"models.tuned={tmp_path / 'no-run'}",
              match="models.tuned")
 
