@@ -92,7 +92,7 @@ def test_the_other_methods(emoset_prepared, tmp_path):
     _refused(tmp_path, "tiny/emoclip", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path}",
              f"data.captions={tmp_path / 'captions.json'}", match="data.captions: captions file")
     _refused(tmp_path, "tiny/emotion-classifier", f"data.prepared={tmp_path / 'x'}", f"model.clip={tmp_path}",
-             match="data.prepared: EmoSet folder")
+             match="data.prepared: .* is not a prepared EmoSet folder: it does not exist")
     (tmp_path / "samples").mkdir()
     _refused(tmp_path, "tiny/eval-generation", f"data.samples={tmp_path / 'samples'}",
              f"data.prepared={emoset_prepared}", match="holds no <emotion>/\\*.png")
