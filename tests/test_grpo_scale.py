@@ -227,3 +227,52 @@ def test_grpo_on_tiny_qwen2_5_vl_with_its_full_processor(tmp_path, emoset_tiny):
     moved = summary["trainable_tensors"]
     assert moved["language_model_changed"] >= moved["language_model_tensors"] / 2
     assert any("eval_reward" in json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines())
+
+
+def _ram_gib() -> float:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="Qwen2.5-VL's processor needs torchvision")
+@pytest.mark.parametrize("name", ["grpo", "grpo-full"])
+def test_real_recipe_smoke_full_size_qwen2_5_vl_3b_random_weights(name, tmp_path, emoset_tiny):
+    """The real recipes' model settings on the full-size Qwen2.5-VL-3B architecture (random weights, the tiny
+    tokenizer), 2 steps on CPU with short generations. Needs ~40 GB of free RAM (grpo-full: fp32 weights,
+    gradients and Adam states of 3B parameters); NOT run on the 24 GB development machine."""
+    import json
+
+    if _ram_gib() < 40:
+        pytest.skip(f"{_ram_gib():.0f} GiB of free RAM; the full-size smoke run needs ~40")
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from emocli.data.prepare import prepare_emoset
+    from emocli.testing.tiny import save_tiny_qwen2_5_vl
+    from tests.conftest import run_emo
+
+    folder = save_tiny_qwen2_5_vl(tmp_path / "qwen")  # processor + tokenizer; the model is replaced below
+    tiny = json.loads((folder / "config.json").read_text())
+    config = Qwen2_5_VLConfig(  # Qwen/Qwen2.5-VL-3B-Instruct's published sizes
+        text_config={"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                     "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "tie_word_embeddings": True,
+                     "eos_token_id": tiny["text_config"]["eos_token_id"],
+                     "pad_token_id": tiny["text_config"]["pad_token_id"]},
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                       "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                       "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+        image_token_id=tiny["image_token_id"], video_token_id=tiny["video_token_id"],
+        vision_start_token_id=tiny["vision_start_token_id"], vision_end_token_id=tiny["vision_end_token_id"])
+    real = load_recipe(name)
+    Qwen2_5_VLForConditionalGeneration(config).to(getattr(__import__("torch"), real.model.dtype)).save_pretrained(folder)
+    prepared = prepare_emoset(str(emoset_tiny), tmp_path / "prepared")
+    out = tmp_path / "run"
+    done = run_emo("understand", "grpo", name, f"model.pretrained={folder}", f"data.prepared={prepared}",
+                   f"run.output_dir={out}", "grpo.max_steps=2", "grpo.bf16=false", "grpo.num_generations=2",
+                   "grpo.per_device_train_batch_size=2", "grpo.gradient_accumulation_steps=1",
+                   "grpo.max_completion_length=8", "grpo.eval_every=null", "grpo.report_to=[]", "rewards.length=0.1",
+                   "data.max_train=4", "data.max_eval=2", "model.attn_implementation=eager", timeout=7200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "final" / "train_summary.json").read_text())["global_step"] == 2
