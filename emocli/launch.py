@@ -34,7 +34,14 @@ def named_config_path(name_or_path: str) -> Path:
 
 
 def needs_launcher(recipe) -> bool:
-    return recipe.launch.num_processes > 1 or recipe.launch.accelerate_config is not None
+    launch = recipe.launch
+    return launch.num_processes > 1 or launch.num_machines > 1 or launch.accelerate_config is not None
+
+
+def config_name(recipe) -> str:
+    """accelerate_config.yaml on machine 0; accelerate_config.machine<R>.yaml on the others (same run folder)."""
+    rank = recipe.launch.machine_rank
+    return "accelerate_config.yaml" if rank == 0 else f"accelerate_config.machine{rank}.yaml"
 
 
 def _free_port() -> int:
@@ -48,10 +55,17 @@ def write_accelerate_config(recipe, run_dir: Path) -> Path:
     launch = recipe.launch
     name = launch.accelerate_config or "multi_cpu"
     config = yaml.safe_load(named_config_path(name).read_text()) or {}
-    config["num_processes"] = launch.num_processes
+    config["num_processes"] = launch.world_size  # accelerate counts the processes of all machines
     config["mixed_precision"] = launch.mixed_precision
+    config["num_machines"] = launch.num_machines
+    config["machine_rank"] = launch.machine_rank
+    if launch.num_machines > 1:
+        config["main_process_ip"] = launch.main_process_ip
+        config["main_process_port"] = launch.main_process_port
     if config.get("distributed_type") == "DEEPSPEED":
         ds = config.setdefault("deepspeed_config", {})
+        if launch.num_machines > 1:
+            ds["deepspeed_multinode_launcher"] = "standard"  # torchrun on each machine, no pdsh/hostfile
         train = getattr(recipe, "train", None)
         if train is not None:
             ds["gradient_accumulation_steps"] = train.grad_accum
@@ -59,9 +73,10 @@ def write_accelerate_config(recipe, run_dir: Path) -> Path:
                 ds["gradient_clipping"] = train.clip_grad_norm
             else:
                 ds.pop("gradient_clipping", None)
-    if launch.num_processes > 1 and config.get("distributed_type") == "NO":
-        raise EmoError(f"accelerate config {name!r} is single-process, but launch.num_processes={launch.num_processes}")
-    path = Path(run_dir) / "accelerate_config.yaml"
+    if launch.world_size > 1 and config.get("distributed_type") == "NO":
+        raise EmoError(f"accelerate config {name!r} is single-process, but launch.num_processes={launch.num_processes}"
+                       f" x launch.num_machines={launch.num_machines}")
+    path = Path(run_dir) / config_name(recipe)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -89,18 +104,43 @@ def prebuild_deepspeed_cpu_ops() -> None:
 
 
 def launch_command(recipe, run_dir: Path, resume: bool, config_path: Path | None = None) -> list[str]:
-    config_path = config_path or Path(run_dir) / "accelerate_config.yaml"
-    port = recipe.launch.main_process_port or _free_port()
+    launch = recipe.launch
+    config_path = config_path or Path(run_dir) / config_name(recipe)
+    port = launch.main_process_port or _free_port()
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(config_path),
-        "--num_processes", str(recipe.launch.num_processes),
+        "--num_processes", str(launch.world_size),
         "--main_process_port", str(port),
-        "-m", "emocli.worker", str(run_dir),
     ]
+    if launch.num_machines > 1:
+        cmd += ["--num_machines", str(launch.num_machines), "--machine_rank", str(launch.machine_rank),
+                "--main_process_ip", launch.main_process_ip]
+    cmd += ["-m", "emocli.worker", str(run_dir)]
     if resume:
         cmd.append("--resume")
     return cmd
+
+
+def wait_for_run(recipe, resume: bool, timeout_s: float = 600.0):
+    """On machines other than 0: the run directory machine 0 prepares (a shared filesystem), once its
+    recipe.yaml is there. Returns the Run; the workers read that saved recipe."""
+    import time
+
+    from emocli.runs import Run, resolve_output_dir
+
+    run_dir = resolve_output_dir(recipe)
+    recipe_file = run_dir / "recipe.yaml"
+    deadline = time.monotonic() + timeout_s
+    while not recipe_file.is_file():
+        if time.monotonic() > deadline:
+            raise EmoError(f"machine {recipe.launch.machine_rank}: machine 0 has not prepared {run_dir} within "
+                           f"{timeout_s:.0f} s; start machine 0 too, and put run.output_dir on a filesystem "
+                           f"every machine sees")
+        time.sleep(0.5)
+    if resume and not run_dir.is_dir():
+        raise EmoError(f"--resume: run directory {run_dir} does not exist")
+    return Run(dir=run_dir, recipe=recipe)
 
 
 def run_launched(cmd: list[str]) -> int:

@@ -184,7 +184,7 @@ def test_multiple_choice_options_shuffled_complete_and_letters_balanced():
 @pytest.mark.parametrize("seed", range(5))
 def test_misleading_never_true_and_same_polarity_without_confusion(seed):
     records = make_records(per_emotion=10, split=False)
-    qs = misleading_questions(records, seed=seed)
+    qs = misleading_questions(records, seed=seed, right=0.0)
     for q in qs:
         assert q["candidate"] != q["emotion"]
         assert EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"])
@@ -198,18 +198,18 @@ def test_misleading_follows_confusion_matrix():
     confusion = {e: {e: 100} for e in EMOSET.labels}  # diagonal only -> polarity fallback
     confusion["fear"] = {"fear": 50, "sadness": 30, "awe": 10, "anger": 0}
     confusion["amusement"] = {"amusement": 5, "disgust": 7}  # most confused has the other polarity
-    qs = misleading_questions(records, seed=0, confusion=confusion)
+    qs = misleading_questions(records, seed=0, confusion=confusion, right=0.0)
     got = {e: Counter(q["candidate"] for q in qs if q["emotion"] == e) for e in EMOSET.labels}
     assert set(got["fear"]) == {"sadness", "awe"}
     assert got["fear"]["sadness"] > got["fear"]["awe"]  # proportional: 3:1 in expectation
     assert set(got["amusement"]) == {"disgust"}
     for e in ("awe", "anger"):  # no wrong mass -> same-polarity neighbours
         assert all(EMOSET.polarity(c) == EMOSET.polarity(e) and c != e for c in got[e])
-    argmax = misleading_questions(records, seed=0, confusion=confusion, pick="most_confused")
+    argmax = misleading_questions(records, seed=0, confusion=confusion, pick="most_confused", right=0.0)
     assert {q["candidate"] for q in argmax if q["emotion"] == "fear"} == {"sadness"}
     # never the true emotion, whatever the confusion says
     heavy_diag = {e: {p: (1000 if p == e else 1) for p in EMOSET.labels} for e in EMOSET.labels}
-    for q in misleading_questions(records, seed=1, confusion=heavy_diag, pick="most_confused"):
+    for q in misleading_questions(records, seed=1, confusion=heavy_diag, pick="most_confused", right=0.0):
         assert q["candidate"] != q["emotion"]
 
 

@@ -59,8 +59,8 @@ def tiny(emoset_tiny, tmp_path_factory) -> dict:
 
 
 def grpo_args(tiny: dict, out: Path, *extra: str) -> list[str]:
-    return ["understand", "grpo", "tiny/grpo", f"model.pretrained={tiny['vlm']}", f"data.prepared={tiny['prepared']}",
-            f"run.output_dir={out}", *extra]
+    return ["understand", "grpo", "tiny/grpo-full", f"model.pretrained={tiny['vlm']}",
+            f"data.prepared={tiny['prepared']}", f"run.output_dir={out}", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,8 @@ def test_grpo_trains_changes_weights_and_logs_rewards(tiny, run2):
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any("language_model" in k for k in changed)
-    assert not any("vision_tower" in k for k in changed)  # model.freeze_vision: true
+    assert not any("vision_tower" in k for k in changed)  # model.freeze_vision: encoder
+    assert any("multi_modal_projector" in k for k in changed)  # ... the projector trains
 
     rows = _train_rows(run2)
     assert sorted(rows) == [1, 2]
@@ -96,7 +97,11 @@ def test_grpo_trains_changes_weights_and_logs_rewards(tiny, run2):
     assert all("rewards/accuracy_reward/mean" in r and "rewards/length_reward/mean" in r for r in rows.values())
     assert rows[2]["kl"] > 0  # the policy moved away from the reference
     log = (run2 / "log.txt").read_text()
-    assert "froze the vision tower" in log and "GRPO: 96 training questions" in log
+    assert "model.freeze_vision=encoder: froze" in log and "GRPO: 96 training questions" in log
+    # the plan, from TRL's own step count: 8 completions per step = 2 questions x 4 generations
+    assert "planned 2 optimizer steps x 2 questions (8 completions, 4 per question) = 4 question draws of 96" in log
+    moved = summary["trainable_tensors"]
+    assert moved["language_model_changed"] >= moved["language_model_tensors"] / 2 > 0
 
 
 def test_saved_questions_are_image_disjoint_and_balanced(run2):
@@ -112,7 +117,9 @@ def test_saved_questions_are_image_disjoint_and_balanced(run2):
     for qs in sets.values():
         answers = [q["answer"] for q in qs if q["qtype"] == "binary"]
         assert abs(answers.count("yes") - answers.count("no")) <= 1
-        assert all(q["candidate"] != q["emotion"] for q in qs if q["qtype"] == "misleading")
+        misleading = [q for q in qs if q["qtype"] == "misleading"]
+        right = sum(q["candidate"] == q["emotion"] for q in misleading)  # data.misleading_right: 0.25
+        assert right in (len(misleading) // 4, -(-len(misleading) // 4))
         assert {q["qtype"] for q in qs} == {"binary", "multiple_choice", "misleading"}
     # the capped train split keeps every emotion
     assert {q["emotion"] for q in sets["train"]} == set(EMOSET.labels)
@@ -202,7 +209,7 @@ def test_score_on_hand_written_replies():
     from emocli.methods.grpo.questions import build_questions
 
     records = [{"id": f"{e}_{k}", "emotion": e, "image": f"/x/{e}_{k}.jpg"} for e in EMOSET.labels for k in range(2)]
-    qs = build_questions({"test": records}, seed=0)["test"]
+    qs = build_questions({"test": records}, seed=0, misleading_right=0.0)["test"]
     replies = []
     for q in qs:
         if q["qtype"] == "binary":
@@ -227,7 +234,20 @@ def test_score_on_hand_written_replies():
     assert m["polarity"] == pytest.approx((8 + 4 + 16) / 32)
 
 
-def test_lora_adapters_stay_out_of_the_frozen_vision_tower(tiny):
+def _real_settings(name: str) -> list[str]:
+    """Overrides that give the tiny twin the real recipe's precision, LoRA, freezing and learning rate."""
+    real = load_recipe(name)
+    lora = "null" if real.model.lora is None else json.dumps(real.model.lora.model_dump(mode="json"))
+    return [f"model.dtype={real.model.dtype}", f"model.lora={lora}", f"model.freeze_vision={real.model.freeze_vision}",
+            f"grpo.learning_rate={real.grpo.learning_rate}", f"grpo.lr_scheduler_type={real.grpo.lr_scheduler_type}",
+            "grpo.warmup_steps=0", "grpo.bf16=false"]  # no bf16 autocast on CPU
+
+
+def test_grpo_yaml_settings_on_a_bf16_base_move_the_language_model_and_evaluate_on_val(tiny):
+    """recipes/grpo.yaml's LoRA, freezing and lr on the tiny model loaded in bfloat16 (grpo.bf16=false on CPU):
+    after 2 steps at least half of the trainable language-model tensors changed (full weights in bf16 at lr
+    1e-6, the old real recipe, changed 1.3%). The adapters are fp32, none is in the vision tower, and the
+    validation questions are evaluated during training (grpo.eval_every)."""
     from safetensors import safe_open
 
     from emocli.runs import prepare_run
@@ -235,15 +255,37 @@ def test_lora_adapters_stay_out_of_the_frozen_vision_tower(tiny):
 
     out = tiny["root"] / "lora"
     recipe = load_recipe("tiny/grpo", [f"model.pretrained={tiny['vlm']}", f"data.prepared={tiny['prepared']}",
-                                       f"run.output_dir={out}", "grpo.max_steps=1",
-                                       "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"])
+                                       f"run.output_dir={out}", "grpo.max_steps=2", "grpo.eval_every=2",
+                                       "grpo.eval_questions=8", *_real_settings("grpo")])
+    assert recipe.model.dtype == "bfloat16" and recipe.model.lora.r == 64
     run_method(prepare_run(recipe, ["test"]).dir, False)
+    summary = json.loads((out / "final" / "train_summary.json").read_text())
+    moved = summary["trainable_tensors"]
+    assert summary["lora"] is True and moved["tensors"] == moved["language_model_tensors"] == 28
+    assert moved["language_model_changed"] >= moved["language_model_tensors"] / 2
     with safe_open(str(out / "final" / "adapter" / "adapter_model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    # q_proj/v_proj exist in the CLIP vision tower too: only the 2 language layers get adapters
-    assert len(keys) == 8 and all("language_model" in k for k in keys)
+        adapters = {k: f.get_tensor(k) for k in f.keys()}
+    # q/k/v_proj exist in the CLIP vision tower too: only the 2 language layers x 7 modules get adapters
+    assert len(adapters) == 28 and all("language_model" in k for k in adapters)
+    assert {str(t.dtype) for t in adapters.values()} == {"torch.float32"}
+    assert all(t.abs().sum() > 0 for k, t in adapters.items() if "lora_B" in k)  # B starts at zero
     assert (out / "final" / "model" / "model.safetensors").is_file()  # merged, loads without PEFT
-    assert json.loads((out / "final" / "train_summary.json").read_text())["lora"] is True
+    evals = [r for r in _rows(out) if "eval_reward" in r]
+    assert [r["step"] for r in evals] == [2]
+
+
+def test_grpo_full_yaml_settings_move_the_fp32_language_model(tiny):
+    """recipes/grpo-full.yaml's fp32 weights at its lr 1e-6: most language-model tensors change in 2 steps."""
+    from emocli.runs import prepare_run
+    from emocli.worker import run_method
+
+    out = tiny["root"] / "full"
+    recipe = load_recipe("tiny/grpo-full", [f"model.pretrained={tiny['vlm']}", f"data.prepared={tiny['prepared']}",
+                                            f"run.output_dir={out}", "grpo.max_steps=2", *_real_settings("grpo-full")])
+    assert recipe.model.dtype == "float32" and recipe.grpo.learning_rate == 1e-6
+    run_method(prepare_run(recipe, ["test"]).dir, False)
+    moved = json.loads((out / "final" / "train_summary.json").read_text())["trainable_tensors"]
+    assert moved["language_model_changed"] >= moved["language_model_tensors"] / 2 > 0
 
 
 def test_recipes_validate_and_map_onto_grpo_config(tmp_path):
@@ -254,11 +296,11 @@ def test_recipes_validate_and_map_onto_grpo_config(tmp_path):
     from emocli.methods.grpo.train import grpo_config_kwargs, reward_functions
 
     real = load_recipe("grpo")
-    assert real.model.pretrained == "Qwen/Qwen2.5-VL-3B-Instruct" and real.model.freeze_vision
-    assert real.model.lora is None and real.grpo.bf16 and real.launch.mixed_precision == "bf16"
+    assert real.model.pretrained == "Qwen/Qwen2.5-VL-3B-Instruct" and real.model.freeze_vision == "all"
+    assert real.model.lora is not None and real.grpo.bf16 and real.launch.mixed_precision == "bf16"
     assert real.grpo.num_generations == 8 and real.grpo.temperature == 1.0
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    for name in ("grpo", "tiny/grpo"):
+    for name in ("grpo", "grpo-full", "tiny/grpo", "tiny/grpo-full"):
         recipe = load_recipe(name)
         funcs, weights = reward_functions(recipe)
         kwargs = grpo_config_kwargs(recipe, tmp_path, weights)

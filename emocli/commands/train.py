@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from emocli.errors import EmoError
 from emocli.registry import METHODS
 
 app = typer.Typer(help="Train a method from a recipe (the method's default recipe when none is given).",
@@ -20,7 +21,8 @@ def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
     return None, list(args)
 
 
-def load_for_command(method_name: str, args: list[str], num_processes=None, accelerate_config=None):
+def load_for_command(method_name: str, args: list[str], num_processes=None, accelerate_config=None,
+                     machines: dict | None = None):
     from emocli.recipes.load import load_recipe
     from emocli.registry import get_method
 
@@ -32,6 +34,16 @@ def load_for_command(method_name: str, args: list[str], num_processes=None, acce
         recipe.launch.num_processes = num_processes
     if accelerate_config is not None:
         recipe.launch.accelerate_config = accelerate_config
+    given = {k: v for k, v in (machines or {}).items() if v is not None}
+    if given:
+        from pydantic import ValidationError
+
+        from emocli.recipes.schema import LaunchSection
+
+        try:  # validated together: machine_rank < num_machines, an address with several machines
+            recipe.launch = LaunchSection(**{**recipe.launch.model_dump(), **given})
+        except ValidationError as e:
+            raise EmoError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
     return recipe
 
 
@@ -62,11 +74,17 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     from emocli.registry import get_method
 
     get_method(recipe.method).run_preflight(recipe)  # bad inputs fail before the run directory exists
-    run = prepare_run(recipe, argv, resume=resume)
+    if recipe.launch.machine_rank > 0:
+        from emocli.launch import wait_for_run
+
+        run = wait_for_run(recipe, resume)  # machine 0 prepares the (shared) run directory
+    else:
+        run = prepare_run(recipe, argv, resume=resume)
     if launched:
         config = write_accelerate_config(recipe, run.dir)
         cmd = launch_command(recipe, run.dir, resume, config)
-        record_launch(run, cmd)
+        if recipe.launch.machine_rank == 0:
+            record_launch(run, cmd)
         if uses_deepspeed(config):
             prebuild_deepspeed_cpu_ops()
         typer.echo("launch: " + " ".join(cmd), err=True)
@@ -88,6 +106,16 @@ NUM_PROCESSES = typer.Option(None, "--num-processes", min=1, help="Processes (GP
 ACCELERATE_CONFIG = typer.Option(None, "--accelerate-config",
                                  help="multi_cpu, single_gpu, multi_gpu, zero2, zero3, or a path.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the resolved recipe and launch command.")
+NUM_MACHINES = typer.Option(None, "--num-machines", min=1, help="Machines in the run (start the command on each).")
+MACHINE_RANK = typer.Option(None, "--machine-rank", min=0, help="This machine's rank (0 hosts the rendezvous).")
+MAIN_PROCESS_IP = typer.Option(None, "--main-process-ip", help="Machine 0's address, reachable from every machine.")
+MAIN_PROCESS_PORT = typer.Option(None, "--main-process-port", min=1, max=65535,
+                                 help="Machine 0's rendezvous port (the same on every machine).")
+
+
+def machine_options(num_machines, machine_rank, main_process_ip, main_process_port) -> dict:
+    return {"num_machines": num_machines, "machine_rank": machine_rank, "main_process_ip": main_process_ip,
+            "main_process_port": main_process_port}
 
 
 def _train_command(method_name: str):
@@ -97,8 +125,13 @@ def _train_command(method_name: str):
         num_processes: Optional[int] = NUM_PROCESSES,
         accelerate_config: Optional[str] = ACCELERATE_CONFIG,
         dry_run: bool = DRY_RUN,
+        num_machines: Optional[int] = NUM_MACHINES,
+        machine_rank: Optional[int] = MACHINE_RANK,
+        main_process_ip: Optional[str] = MAIN_PROCESS_IP,
+        main_process_port: Optional[int] = MAIN_PROCESS_PORT,
     ):
-        recipe = load_for_command(method_name, args or [], num_processes, accelerate_config)
+        recipe = load_for_command(method_name, args or [], num_processes, accelerate_config,
+                                  machine_options(num_machines, machine_rank, main_process_ip, main_process_port))
         execute(recipe, resume=resume, dry_run=dry_run)
 
     command.__doc__ = METHODS[method_name].summary

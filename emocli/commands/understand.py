@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from emocli.commands.train import ACCELERATE_CONFIG, DRY_RUN, NUM_PROCESSES, RECIPE_ARGS, RESUME
+from emocli.commands.train import (
+    ACCELERATE_CONFIG,
+    DRY_RUN,
+    MACHINE_RANK,
+    MAIN_PROCESS_IP,
+    MAIN_PROCESS_PORT,
+    NUM_MACHINES,
+    NUM_PROCESSES,
+    RECIPE_ARGS,
+    RESUME,
+    machine_options,
+)
 
 app = typer.Typer(help="Emotion understanding with vision-language models: GRPO training and prediction.",
                   no_args_is_help=True)
@@ -20,6 +31,10 @@ def grpo(
     num_processes: Optional[int] = NUM_PROCESSES,
     accelerate_config: Optional[str] = ACCELERATE_CONFIG,
     dry_run: bool = DRY_RUN,
+    num_machines: Optional[int] = NUM_MACHINES,
+    machine_rank: Optional[int] = MACHINE_RANK,
+    main_process_ip: Optional[str] = MAIN_PROCESS_IP,
+    main_process_port: Optional[int] = MAIN_PROCESS_PORT,
 ):
     """GRPO fine-tuning of a VLM on binary, multiple-choice and misleading emotion questions (TRL GRPOTrainer).
 
@@ -29,15 +44,18 @@ def grpo(
     from emocli.commands.train import execute, load_for_command
     from emocli.errors import EmoError
     from emocli.methods.grpo.config import check_generation_batch
-    from emocli.methods.grpo.train import latest_trainer_checkpoint
+    from emocli.methods.grpo.train import check_extra, latest_trainer_checkpoint
     from emocli.runs import resolve_output_dir
 
-    recipe = load_for_command("grpo", args or [], num_processes, accelerate_config)
+    recipe = load_for_command("grpo", args or [], num_processes, accelerate_config,
+                              machine_options(num_machines, machine_rank, main_process_ip, main_process_port))
     try:
-        check_generation_batch(recipe.grpo, recipe.launch.num_processes)
+        check_generation_batch(recipe.grpo, recipe.launch.world_size)
     except ValueError as e:
         raise EmoError(str(e)) from None
-    if not dry_run and not resume:
+    if recipe.grpo.extra:
+        check_extra(recipe.grpo)  # a typo fails here, before the run directory exists
+    if not dry_run and not resume and recipe.launch.machine_rank == 0:
         checkpoint = latest_trainer_checkpoint(resolve_output_dir(recipe))
         if checkpoint is not None:
             raise EmoError(f"run directory {resolve_output_dir(recipe)} already has TRL checkpoints "

@@ -20,11 +20,13 @@ from emocli.errors import EmoError, close_matches
 
 
 def recipe_dir() -> Path:
-    """`recipes/` of the checkout (editable install), or $EMO_RECIPES."""
+    """$EMO_RECIPES, else the recipes a wheel ships (`emocli/shipped_recipes`, copied from the checkout's
+    `recipes/` at build time, see setup.py), else `recipes/` of the checkout (editable install)."""
     env = os.environ.get("EMO_RECIPES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "recipes"
+    shipped = Path(__file__).resolve().parents[1] / "shipped_recipes"
+    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
 
 
 def list_recipes() -> list[tuple[str, Path]]:

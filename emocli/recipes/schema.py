@@ -23,12 +23,34 @@ class RunSection(Section):
 
 
 class LaunchSection(Section):
+    # Processes on this machine (one per GPU); the world size is num_processes x num_machines.
     num_processes: int = Field(1, ge=1)
     # A shipped config name (multi_cpu, single_gpu, multi_gpu, zero2, zero3) or a path to an
     # accelerate config YAML. None = one process, in-process.
     accelerate_config: Optional[str] = None
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    main_process_port: Optional[int] = None
+    # Several machines (accelerate launch --num_machines ...): start the same command on every machine
+    # with its own machine_rank; machine 0 hosts the rendezvous at main_process_ip:main_process_port and
+    # writes the run directory, which must be on a filesystem every machine sees.
+    num_machines: int = Field(1, ge=1)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: Optional[str] = None
+    # null on one machine: a free port is picked.
+    main_process_port: Optional[int] = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _machines(self):
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"launch.machine_rank={self.machine_rank} must be below launch.num_machines="
+                             f"{self.num_machines} (ranks 0 to {self.num_machines - 1})")
+        if self.num_machines > 1 and (not self.main_process_ip or self.main_process_port is None):
+            raise ValueError(f"launch.num_machines={self.num_machines} needs launch.main_process_ip and "
+                             f"launch.main_process_port (machine 0's address, the same on every machine)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.num_processes * self.num_machines
 
 
 class OptimSection(Section):

@@ -313,7 +313,7 @@ def build_vlm_tokenizer(out_dir: str | Path | None = None):
 # Models (in memory)
 # ---------------------------------------------------------------------------------------------------
 # per-component seed offsets: each part depends on the seed only, not on what was built before it
-_OFFSETS = {"clip": 0, "unet": 1, "vae": 2, "resnet": 3, "gpt2": 4, "vlm": 5}
+_OFFSETS = {"clip": 0, "unet": 1, "vae": 2, "resnet": 3, "gpt2": 4, "vlm": 5, "qwen": 6}
 
 
 @contextmanager
@@ -467,6 +467,96 @@ def tiny_vlm(seed: int = 0):
                                patch_size=TINY_VLM_PATCH, vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, chat_template=VLM_CHAT_TEMPLATE)
     return model, processor
+
+
+QWEN_VISION_START, QWEN_VISION_END, QWEN_IMAGE_PAD, QWEN_VIDEO_PAD = (
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+# Qwen2.5-VL's chat template reduced to what the GRPO prompts use: an image part is
+# <|vision_start|><|image_pad|><|vision_end|>, which the processor expands to one pad per merged patch.
+QWEN_CHAT_TEMPLATE = VLM_CHAT_TEMPLATE.replace(
+    "{{ '<image>' }}", "{{ '" + QWEN_VISION_START + QWEN_IMAGE_PAD + QWEN_VISION_END + "' }}")
+TINY_QWEN_PATCH = 14  # Qwen2-VL's patch size; 2x2 patches merge into one language token
+
+
+def tiny_qwen2_5_vl(seed: int = 0):
+    """(Qwen2_5_VLForConditionalGeneration, tokenizer, image processor) of the real architecture at toy size:
+    a 2-block vision tower (`model.visual`, 32-d, windowed attention) whose `visual.merger` projects 2x2
+    patches to the 32-d, 2-layer Qwen2 language model with M-RoPE. The image processor is the PIL backend
+    (`Qwen2VLImageProcessorPil`); Qwen2.5-VL's full processor also needs a torchvision video processor."""
+    from transformers import GPT2Tokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    specials = [VLM_IM_START, VLM_IM_END, QWEN_VISION_START, QWEN_VISION_END, QWEN_IMAGE_PAD, QWEN_VIDEO_PAD]
+
+    def build(path: Path):
+        vocab, merges = byte_level_vocab_and_merges()
+        _write_bpe_files(path, vocab, merges, {"tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024,
+                                               "bos_token": None, "eos_token": VLM_IM_END, "unk_token": GPT_EOS,
+                                               "pad_token": GPT_EOS, "padding_side": "left",
+                                               "clean_up_tokenization_spaces": False})
+        tok = GPT2Tokenizer.from_pretrained(str(path))
+        tok.add_special_tokens({"additional_special_tokens": specials})
+        tok.eos_token = VLM_IM_END
+        tok.chat_template = QWEN_CHAT_TEMPLATE
+        return tok
+
+    tokenizer = _in_dir(None, build)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    config = Qwen2_5_VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 1024, "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+                     "tie_word_embeddings": False, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None},
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
+                       "out_hidden_size": 32, "patch_size": TINY_QWEN_PATCH, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [1]},
+        image_token_id=ids[QWEN_IMAGE_PAD], video_token_id=ids[QWEN_VIDEO_PAD],
+        vision_start_token_id=ids[QWEN_VISION_START], vision_end_token_id=ids[QWEN_VISION_END],
+    )
+    with _seeded(seed, "qwen"):
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56 * 4,
+                                               patch_size=TINY_QWEN_PATCH, merge_size=2, temporal_patch_size=2)
+    return model, tokenizer, image_processor
+
+
+def qwen_inputs(tokenizer, image_processor, conversations: list, images: list, merge_size: int = 2) -> dict:
+    """Model inputs for Qwen2/2.5-VL without its processor: the chat template, each <|image_pad|> repeated
+    once per merged patch (grid t*h*w / merge_size^2, as Qwen2_5_VLProcessor does), pixel patches and
+    image_grid_thw from the image processor. Left padding."""
+    vision = image_processor(images=images, return_tensors="pt")
+    grid = vision["image_grid_thw"]
+    texts = []
+    n = 0
+    for conversation in conversations:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        parts = text.split(QWEN_IMAGE_PAD)
+        out = parts[0]
+        for part in parts[1:]:
+            out += QWEN_IMAGE_PAD * (int(grid[n].prod()) // merge_size ** 2) + part
+            n += 1
+        texts.append(out)
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    return {**batch, "pixel_values": vision["pixel_values"], "image_grid_thw": grid}
+
+
+def save_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
+    """The tiny Qwen2.5-VL as a from_pretrained folder with its full Qwen2_5_VLProcessor (image + video
+    processors + tokenizer), as the real checkpoints ship it. Needs torchvision (the video processor)."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    model, tokenizer, image_processor = tiny_qwen2_5_vl(seed)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(patch_size=TINY_QWEN_PATCH),
+                                    chat_template=QWEN_CHAT_TEMPLATE)
+    out = Path(out_dir)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ come from (a GRPO run's saved questions, so base and tuned answer exactly the sa
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -39,9 +39,11 @@ class GrpoModelSection(Section):
     dtype: Dtype = "auto"
     # null: transformers' default (sdpa where supported).
     attn_implementation: Optional[AttnImplementation] = None
-    # Freeze the vision encoder (Qwen2/2.5-VL `model.visual`, LLaVA `model.vision_tower`, ...);
-    # the projector and the language model train.
-    freeze_vision: bool = True
+    # What of the vision side stays frozen. "encoder": the vision encoder (Qwen2/2.5-VL `visual` minus
+    # `visual.merger`; LLaVA `vision_tower`); the projector (`visual.merger`, `multi_modal_projector`) and
+    # the language model train. "all": the encoder and the projector (Qwen: all of `visual`).
+    # "none": nothing (LoRA adapters may then also go into the vision tower).
+    freeze_vision: Literal["all", "encoder", "none"] = "encoder"
     lora: Optional[LoraSection] = None
     # Image size bounds of Qwen2-VL-family processors (pixels); null: the processor's own.
     min_pixels: Optional[int] = Field(None, ge=1)
@@ -63,6 +65,10 @@ class GrpoDataSection(Section):
     # null: a random other emotion of the same polarity.
     confusion: Optional[str] = None
     misleading_pick: Literal["proportional", "most_confused"] = "proportional"
+    # Share of misleading questions whose suggested emotion is the right one (answer: accept it). At 0,
+    # "always reject the suggestion" is always rewarded; at 0.25 echoing the suggestion is right only a
+    # quarter of the time, below what a model that looks at the image gets.
+    misleading_right: float = Field(0.25, ge=0, le=1)
     # Keep the official train/val/test split (missing held-out splits are carved out of train);
     # false: re-split all images by `split_fractions`, stratified by emotion.
     keep_official_split: bool = True
@@ -128,8 +134,17 @@ class GrpoSection(Section):
     log_completions: bool = False
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     dataloader_num_workers: int = Field(0, ge=0)
+    # Evaluate on the validation questions every N optimizer steps (TRL's eval_strategy="steps"); logged as
+    # eval_* rows of metrics.jsonl. null: no evaluation during training.
+    eval_every: Optional[int] = Field(None, ge=1)
+    # Validation questions used by those evaluations (a seeded sample of the val split); null: all.
+    eval_questions: Optional[int] = Field(256, ge=1)
     # null: run.seed
     seed: Optional[int] = None
+    # Any other TRL GRPOConfig field by its own name (e.g. {num_generations_eval: 2, mask_truncated_completions:
+    # true}); names are checked against dataclasses.fields(GRPOConfig) before the run starts. Keys of this
+    # section and the ones the run sets itself (output_dir, save_strategy, eval_strategy, ...) are refused.
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 class GrpoRecipe(Recipe):
@@ -158,7 +173,7 @@ class GrpoRecipe(Recipe):
         if g.launch.mixed_precision != want:
             raise ValueError(f"launch.mixed_precision is {g.launch.mixed_precision!r} but grpo.bf16 is "
                              f"{g.grpo.bf16}: set launch.mixed_precision={want} (or leave it out)")
-        check_generation_batch(g.grpo, g.launch.num_processes)
+        check_generation_batch(g.grpo, g.launch.world_size)
         return self
 
 

@@ -17,7 +17,7 @@ eight_class         multiple-choice replies mapped to an emotion (`rewards.answe
 polarity            share of multiple-choice and misleading questions whose reply names an emotion of the
                     true polarity (positive / negative); no emotion counts as wrong.
 binary_yes_rate     share of "yes" among binary replies (the gold answers are half yes, half no).
-misleading_accepted share of misleading questions answered with the suggested (wrong) emotion.
+misleading_accepted share of misleading questions with a wrong suggestion answered with it.
 
 Outputs of an evaluation run: metrics.json, report.md (base | tuned | difference), confusion_<model>.png,
 confusion_<model>.json ({"labels", "matrix"} 8x8 counts, rows true, plus "no_answer"; usable as a GRPO
@@ -371,7 +371,8 @@ def score(examples: Sequence[dict], texts: Sequence[str]) -> dict:
     binary = [i for i, e in enumerate(examples) if e["qtype"] == "binary"]
     if binary:
         out["binary_yes_rate"] = _mean([float(_clean_answer(parse_answer(texts[i])) == "yes") for i in binary])
-    mis = [i for i, e in enumerate(examples) if e["qtype"] == "misleading"]
+    # accepting a wrong suggestion (the questions whose suggestion is right reward accepting it)
+    mis = [i for i, e in enumerate(examples) if e["qtype"] == "misleading" and e["candidate"] != e["emotion"]]
     if mis:
         out["misleading_accepted"] = _mean([float(predicted[i] is not None and predicted[i] == examples[i]["candidate"])
                                             for i in mis])

@@ -32,19 +32,23 @@ Question types
 --------------
 binary           "Does this image evoke <X>? Answer yes or no."  Within a split, exactly half of the
                  questions (|yes - no| <= 1, also within each emotion) ask about the true emotion (gold "yes");
-                 the others ask about a different emotion drawn uniformly from the other seven (gold "no").
+                 the others ask about a different emotion (gold "no"): drawn from the confusion matrix's wrong
+                 mass for the true emotion when one is given (the emotions the base model mixes it up with),
+                 else uniformly from the other seven.
 multiple_choice  the 8 emotions as options A..H in a per-question shuffled order; gold = the letter of the
                  true emotion. The gold letters are balanced over a split: every block of 8 questions uses
                  each letter exactly once, so letter counts differ by at most 1.
 misleading       "Someone says this image evokes <Y>. Is that right? If it is, answer <Y>; if not, answer
-                 with the emotion the image actually evokes." followed by the 8 emotions. Y is never the true
-                 emotion, so the gold answer is always the true emotion name: the question rewards resisting
-                 an easily-confused suggestion, and echoing Y is always wrong. Y comes from the base model's
-                 confusion matrix when one is given (`confusion[true][pred]`, counts or probabilities):
-                 "proportional" (default) samples Y among the wrong emotions with probability proportional to
-                 their confusion mass, "most_confused" takes the largest (seeded tie-break). A true emotion
-                 whose row has no wrong mass, or no confusion at all, falls back to a random other emotion of
-                 the same polarity.
+                 with the emotion the image actually evokes." followed by the 8 emotions. The gold answer is
+                 always the true emotion name. In a share `right` of the questions (floor or ceil of right x n
+                 per split, evenly spread over the emotions) Y is the true emotion, so accepting it is right;
+                 otherwise Y is a wrong, easily-confused emotion and echoing it is wrong. With right = 0,
+                 "always reject the suggestion" would be rewarded every time (the mirror of the original
+                 code's always-"yes" target). A wrong Y comes from the base model's confusion matrix when one
+                 is given (`confusion[true][pred]`, counts or probabilities): "proportional" (default)
+                 samples Y among the wrong emotions with probability proportional to their confusion mass,
+                 "most_confused" takes the largest (seeded tie-break). A true emotion whose row has no wrong
+                 mass, or no confusion at all, falls back to a random other emotion of the same polarity.
 
 Everything is deterministic given `seed`: per-question draws use a `random.Random` seeded with a string of
 (seed, question type, image id); split-level balancing uses (seed, question type[, split]) and does not
@@ -67,6 +71,8 @@ SPLITS = ("train", "val", "test")
 QTYPES = ("binary", "multiple_choice", "misleading")
 INSTRUCTION_FORMATS = ("answer_tags", "think_answer")
 MISLEADING_PICKS = ("proportional", "most_confused")
+# Default share of misleading questions whose suggestion is right (recipe key data.misleading_right).
+MISLEADING_RIGHT = 0.25
 LETTERS = "ABCDEFGH"
 EXAMPLE_KEYS = ("prompt", "image", "answer", "qtype", "emotion", "image_id", "split", "candidate", "options",
                 "instruction_format")
@@ -241,13 +247,14 @@ def _allocate(n: int, fractions: Sequence[float], rotate: int = 0) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 def build_questions(records_by_split: Mapping[str, Iterable[Mapping]], types: Sequence[str] = QTYPES,
                     seed: int = 0, confusion=None, instruction_format: str = "answer_tags",
-                    misleading_pick: str = "proportional",
-                    system_prompt: str | None = None) -> dict[str, list[dict]]:
+                    misleading_pick: str = "proportional", system_prompt: str | None = None,
+                    misleading_right: float = MISLEADING_RIGHT) -> dict[str, list[dict]]:
     """One question per image and question type, for each split of `records_by_split` (e.g. the output of
     `split_images`); returns {split: [example, ...]} with, per image, its questions in `types` order.
 
-    confusion: the base model's confusion matrix for misleading questions, {true: {pred: count|prob}} or an
-    8x8 nested list in EMOSET order; None uses same-polarity neighbours. instruction_format: "answer_tags"
+    confusion: the base model's confusion matrix, {true: {pred: count|prob}} or an 8x8 nested list in EMOSET
+    order, for misleading suggestions and binary "no" candidates; None: same-polarity neighbours (misleading),
+    uniform others (binary). misleading_right: share of misleading questions whose suggestion is right. instruction_format: "answer_tags"
     asks for only <answer>...</answer>, "think_answer" for <think>...</think> then <answer>...</answer>.
     """
     types = _check_types(types)
@@ -267,21 +274,24 @@ def build_questions(records_by_split: Mapping[str, Iterable[Mapping]], types: Se
         built = {}
         common = dict(seed=seed, instruction_format=instruction_format, split=split, system_prompt=system_prompt)
         if "binary" in types:
-            built["binary"] = binary_questions(records, **common)
+            built["binary"] = binary_questions(records, confusion=rows, **common)
         if "multiple_choice" in types:
             built["multiple_choice"] = multiple_choice_questions(records, **common)
         if "misleading" in types:
-            built["misleading"] = misleading_questions(records, confusion=rows, pick=misleading_pick, **common)
+            built["misleading"] = misleading_questions(records, confusion=rows, pick=misleading_pick,
+                                                       right=misleading_right, **common)
         out[split] = [built[t][i] for i in range(len(records)) for t in types]
     return out
 
 
 def binary_questions(records: Sequence[Mapping], seed: int = 0, instruction_format: str = "answer_tags",
-                     split: str | None = None, system_prompt: str | None = None) -> list[dict]:
+                     split: str | None = None, system_prompt: str | None = None, confusion=None) -> list[dict]:
     """"Does this image evoke X?" for each record, gold "yes" for exactly half of them (|yes - no| <= 1,
-    also within each emotion); X for a "no" is a uniformly drawn other emotion. Same order as `records`."""
+    also within each emotion); X for a "no" is drawn from the confusion row's wrong mass when `confusion`
+    is given (proportionally), else uniformly from the other seven. Same order as `records`."""
     records = [_check_record(r, f" {i}") for i, r in enumerate(records)]
     _check_instruction_format(instruction_format)
+    rows = _confusion_rows(confusion)
     order = _balanced_order(records, f"{seed}:binary:{split}")
     labels = [False] * len(records)
     first_yes = random.Random(f"{seed}:binary:{split}:start").random() < 0.5
@@ -294,7 +304,9 @@ def binary_questions(records: Sequence[Mapping], seed: int = 0, instruction_form
             candidate = emotion
         else:
             rng = random.Random(f"{seed}:binary:{record['id']}")
-            candidate = rng.choice([e for e in EMOSET.labels if e != emotion])
+            candidate = _confusable(emotion, rng, rows, "proportional")
+            if candidate is None:
+                candidate = rng.choice([e for e in EMOSET.labels if e != emotion])
         text = f"Does this image evoke {candidate}? Answer yes or no."
         out.append(_example(record, "binary", text, "yes" if yes else "no", instruction_format, split,
                             system_prompt, candidate=candidate))
@@ -331,19 +343,28 @@ def multiple_choice_questions(records: Sequence[Mapping], seed: int = 0, instruc
 
 def misleading_questions(records: Sequence[Mapping], seed: int = 0, confusion=None, pick: str = "proportional",
                          instruction_format: str = "answer_tags", split: str | None = None,
-                         system_prompt: str | None = None) -> list[dict]:
-    """A misleading suggestion Y (never the true emotion; see the module docstring for how Y is drawn);
+                         system_prompt: str | None = None, right: float = MISLEADING_RIGHT) -> list[dict]:
+    """A suggestion Y that is right (the true emotion) in floor or ceil of right x n questions, spread evenly over
+    the emotions, and otherwise a confusable wrong emotion (see the module docstring for how it is drawn);
     gold = the true emotion name. Same order as `records`."""
     records = [_check_record(r, f" {i}") for i, r in enumerate(records)]
     _check_instruction_format(instruction_format)
     _check_pick(pick)
+    right = _check_share("misleading right share", right)
     rows = _confusion_rows(confusion)
     choices = ", ".join(EMOSET.labels)
+    # Rank r of a seeded, emotion-grouped order is "right" when floor((r + 1) x right + offset) steps up:
+    # floor or ceil of n x right questions, evenly spaced, so every emotion gets its share.
+    order = _balanced_order(records, f"{seed}:misleading:{split}")
+    is_right = [False] * len(records)
+    offset = random.Random(f"{seed}:misleading:{split}:start").random()
+    for rank, index in enumerate(order):
+        is_right[index] = math.floor((rank + 1) * right + offset) > math.floor(rank * right + offset)
     out = []
-    for record in records:
+    for record, suggest_true in zip(records, is_right):
         emotion = record["emotion"]
         rng = random.Random(f"{seed}:misleading:{record['id']}")
-        candidate = _pick_misleading(emotion, rng, rows, pick)
+        candidate = emotion if suggest_true else _pick_misleading(emotion, rng, rows, pick)
         text = (f"Someone says this image evokes {candidate}. Is that right? If it is, answer {candidate}; "
                 f"if not, answer with the emotion the image actually evokes. Choose one of: {choices}.")
         out.append(_example(record, "misleading", text, emotion, instruction_format, split, system_prompt,
@@ -358,14 +379,22 @@ def misleading_option(emotion: str, rng: random.Random, confusion=None, pick: st
     return _pick_misleading(EMOSET.validate(emotion), rng, _confusion_rows(confusion), pick)
 
 
-def _pick_misleading(emotion: str, rng: random.Random, rows: dict | None, pick: str) -> str:
+def _confusable(emotion: str, rng: random.Random, rows: dict | None, pick: str) -> str | None:
+    """A wrong emotion from the confusion row of `emotion` (None when the row has no wrong mass)."""
     row = (rows or {}).get(emotion, {})
     wrong = [(e, row[e]) for e in EMOSET.labels if e != emotion and row.get(e, 0.0) > 0]
-    if wrong:
-        if pick == "most_confused":
-            top = max(w for _, w in wrong)
-            return rng.choice([e for e, w in wrong if w == top])
-        return rng.choices([e for e, _ in wrong], weights=[w for _, w in wrong])[0]
+    if not wrong:
+        return None
+    if pick == "most_confused":
+        top = max(w for _, w in wrong)
+        return rng.choice([e for e, w in wrong if w == top])
+    return rng.choices([e for e, _ in wrong], weights=[w for _, w in wrong])[0]
+
+
+def _pick_misleading(emotion: str, rng: random.Random, rows: dict | None, pick: str) -> str:
+    confused = _confusable(emotion, rng, rows, pick)
+    if confused is not None:
+        return confused
     polarity = EMOSET.polarity(emotion)
     return rng.choice([e for e in EMOSET.labels if e != emotion and EMOSET.polarity(e) == polarity])
 
@@ -452,6 +481,16 @@ def _check_instruction_format(name: str) -> None:
     if name not in INSTRUCTION_FORMATS:
         raise EmoError(f"unknown instruction format {name!r}{close_matches(str(name), INSTRUCTION_FORMATS)}; "
                        f"valid: {', '.join(INSTRUCTION_FORMATS)}")
+
+
+def _check_share(what: str, value) -> float:
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise EmoError(f"{what} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= share <= 1.0:
+        raise EmoError(f"{what} must be in [0, 1], got {value!r}")
+    return share
 
 
 def _check_pick(pick: str) -> None:

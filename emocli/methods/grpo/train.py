@@ -40,6 +40,10 @@ QUESTIONS_DIR = "questions"
 TRAINER_DIR = "trainer"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 VISION_MODULES = ("visual", "vision_tower", "vision_model", "vision_encoder")
+PROJECTOR_MODULES = ("merger", "multi_modal_projector", "connector", "mm_projector")
+# Run settings that the recipe's own keys or the run machinery decide: grpo.extra may not set them.
+OWN_CONFIG_FIELDS = ("output_dir", "save_strategy", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+                     "reward_weights", "disable_tqdm", "dataloader_pin_memory", "ddp_backend")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def build_question_sets(data) -> dict[str, list[dict]]:
     confusion = load_confusion(data.confusion) if data.confusion else None
     return build_questions(splits, types=data.question_types, seed=data.seed, confusion=confusion,
                            instruction_format=data.instruction_format, misleading_pick=data.misleading_pick,
-                           system_prompt=data.system_prompt)
+                           system_prompt=data.system_prompt, misleading_right=data.misleading_right)
 
 
 def summarize(sets: dict[str, list[dict]]) -> dict:
@@ -189,16 +193,63 @@ def vision_tower(model) -> tuple[str, object]:
             if module is not None and id(module) in names and hasattr(module, "parameters"):
                 return names[id(module)], module
     raise EmoError(f"cannot find the vision tower of {type(model).__name__} (looked for "
-                   f"{', '.join(VISION_MODULES)}); set model.freeze_vision=false")
+                   f"{', '.join(VISION_MODULES)}); set model.freeze_vision=none")
 
 
-def lora_config(recipe, vision_name: str | None):
+def projector(model, tower_name: str | None = None) -> tuple[str, object] | None:
+    """(qualified name, module) of the projector from vision features to the language model: Qwen2/2.5-VL
+    `visual.merger` (inside the vision tower), LLaVA `multi_modal_projector`, Idefics3 `connector`."""
+    names = {id(m): n for n, m in model.named_modules()}
+    owners = [getattr(model, "model", None), model]
+    if tower_name:
+        owners.insert(0, model.get_submodule(tower_name))
+    for owner in owners:
+        if owner is None:
+            continue
+        for attr in PROJECTOR_MODULES:
+            module = getattr(owner, attr, None)
+            if module is not None and id(module) in names and hasattr(module, "parameters"):
+                return names[id(module)], module
+    return None
+
+
+def freeze_vision(model, mode: str) -> dict:
+    """Freeze the vision side by `mode` (recipe key model.freeze_vision) and say what was frozen.
+
+    "encoder": the vision tower's parameters except the projector's (Qwen's `visual.merger` lives inside
+    `visual`; LLaVA's `multi_modal_projector` is outside `vision_tower`); "all": the tower and the projector;
+    "none": nothing. Returns {"tower": name|None, "projector": name|None, "frozen": n, "trainable_projector": bool}.
+    """
+    if mode == "none":
+        return {"tower": None, "projector": None, "frozen": 0, "trainable_projector": False}
+    tower_name, tower = vision_tower(model)
+    found = projector(model, tower_name)
+    proj_name, proj = found if found else (None, None)
+    proj_params = {id(p) for p in proj.parameters()} if proj is not None else set()
+    frozen = 0
+    for p in tower.parameters():
+        if mode == "all" or id(p) not in proj_params:
+            p.requires_grad_(False)
+            frozen += getattr(p, "ds_numel", p.numel())
+    if mode == "all" and proj is not None and not proj_name.startswith(tower_name + "."):
+        for p in proj.parameters():
+            p.requires_grad_(False)
+            frozen += getattr(p, "ds_numel", p.numel())
+    return {"tower": tower_name, "projector": proj_name, "frozen": frozen,
+            "trainable_projector": mode == "encoder" and proj is not None}
+
+
+def lora_config(recipe, frozen: dict):
+    """Adapters on `lora.target_modules`, never inside a frozen vision tower (Qwen's vision MLPs are also named
+    gate/up/down_proj); with freeze_vision=encoder the projector trains whole (PEFT modules_to_save)."""
     from peft import LoraConfig
 
     lora = recipe.model.lora
     kwargs = {}
-    if vision_name:
-        kwargs["exclude_modules"] = rf"{re.escape(vision_name)}(\..*)?"
+    if frozen.get("tower"):
+        kwargs["exclude_modules"] = rf"{re.escape(frozen['tower'])}(\..*)?"
+    if frozen.get("trainable_projector"):
+        kwargs["modules_to_save"] = [frozen["projector"].rsplit(".", 1)[-1]]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM", **kwargs)
 
@@ -253,13 +304,38 @@ def grpo_config_kwargs(recipe, run_dir: Path, weights: list[float]) -> dict:
         save_total_limit=g.save_total_limit, bf16=g.bf16, gradient_checkpointing=g.gradient_checkpointing,
         use_vllm=g.use_vllm, log_completions=g.log_completions, report_to=list(g.report_to) or "none",
         dataloader_num_workers=g.dataloader_num_workers, reward_weights=weights,
-        disable_tqdm=not interactive(), eval_strategy="no", dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not interactive(), dataloader_pin_memory=torch.cuda.is_available(),
+        eval_strategy="steps" if g.eval_every else "no",
     )
+    if g.eval_every:
+        kwargs.update(eval_steps=g.eval_every, per_device_eval_batch_size=g.per_device_train_batch_size)
     if g.use_vllm:
         kwargs.update(vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kwargs["ddp_backend"] = "gloo"  # accelerate picks no backend without a GPU (docs/architecture.md)
+    check_extra(g)
+    kwargs.update(g.extra)
     return kwargs
+
+
+def check_extra(grpo) -> None:
+    """grpo.extra names only GRPOConfig fields (checked against dataclasses.fields(GRPOConfig)), none that the
+    recipe sets under its own key or that the run decides itself."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from emocli.errors import close_matches
+    from emocli.methods.grpo.config import GrpoSection
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for key in grpo.extra:
+        if key in GrpoSection.model_fields and key != "extra":
+            raise EmoError(f"grpo.extra.{key}: set it as grpo.{key} (a key of the recipe's grpo section)")
+        if key in OWN_CONFIG_FIELDS:
+            raise EmoError(f"grpo.extra.{key} is set by the run itself; it cannot be overridden")
+        if key not in fields:
+            raise EmoError(f"grpo.extra.{key} is not a field of TRL's GRPOConfig{close_matches(key, sorted(fields))}")
 
 
 def make_grpo_config(recipe, run_dir: Path, weights: list[float]):
@@ -404,19 +480,27 @@ def main(run: Run, resume: bool = False) -> None:
     m = recipe.model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     processor = load_processor(m.pretrained, "model.pretrained", m.min_pixels, m.max_pixels)
-    model = load_model(m.pretrained, "model.pretrained", resolve_dtype(m.dtype, device), m.attn_implementation)
-    vision_name = None
-    if m.freeze_vision:
-        vision_name, tower = vision_tower(model)
-        tower.requires_grad_(False)
-        log.info("froze the vision tower %s (%s parameters)", vision_name,
-                 f"{sum(getattr(p, 'ds_numel', p.numel()) for p in tower.parameters()):,}")
-    peft_config = lora_config(recipe, vision_name) if m.lora is not None else None
+    dtype = resolve_dtype(m.dtype, device)
+    model = load_model(m.pretrained, "model.pretrained", dtype, m.attn_implementation)
+    frozen = freeze_vision(model, m.freeze_vision)
+    if frozen["tower"]:
+        log.info("model.freeze_vision=%s: froze %s parameters of %s%s", m.freeze_vision, f"{frozen['frozen']:,}",
+                 frozen["tower"], f" ({frozen['projector']} trains)" if frozen["trainable_projector"] else
+                 f" and {frozen['projector']}" if frozen["projector"] else "")
+    if dtype != torch.float32:
+        what = ("the projector (trained whole next to the adapters)" if m.lora is not None and
+                frozen["trainable_projector"] else "every trainable weight" if m.lora is None else None)
+        if what:
+            log.warning("%s is stored in %s: updates of lr %g mostly round away without an fp32 copy; use "
+                        "model.dtype=float32 with grpo.bf16=true (recipes/grpo-full.yaml), LoRA, or "
+                        "freeze_vision=all", what, m.dtype, recipe.grpo.learning_rate)
+    peft_config = lora_config(recipe, frozen) if m.lora is not None else None
+    eval_dataset = to_dataset(eval_questions(sets.get("val") or [], recipe)) if recipe.grpo.eval_every else None
 
     try:
         trainer = trainer_class()(model=model, reward_funcs=funcs, args=args, train_dataset=train_dataset,
-                                  processing_class=processor, peft_config=peft_config,
-                                  callbacks=[_metrics_callback(run.dir)])
+                                  eval_dataset=eval_dataset, processing_class=processor, peft_config=peft_config,
+                                  callbacks=[_metrics_callback(run.dir), _plan_callback(len(train_dataset))])
     except ValueError as e:
         raise EmoError(f"cannot set up GRPO training: {str(e).splitlines()[0]}") from None
     if args.disable_tqdm:
@@ -431,11 +515,84 @@ def main(run: Run, resume: bool = False) -> None:
              "es" if state.num_processes > 1 else "", state.distributed_type.value,
              f" ZeRO-{args.deepspeed_plugin.zero_stage}" if args.deepspeed_plugin is not None else "",
              f"; resuming from {checkpoint.name}" if resume and checkpoint else "")
+    before = sample_trainable(trainer.model)
     trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
-    export(trainer, processor, run, recipe, main_process)
+    moved = changed_tensors(before, trainer.model)
+    log.info("trainable tensors that changed (half of their elements or more): %d of %d (language model: %d of "
+             "%d; %.1f%% of its sampled elements)", moved["changed"], moved["tensors"], moved["language_model_changed"],
+             moved["language_model_tensors"], 100 * moved["language_model_elements_changed"])
+    if moved["tensors"] and moved["changed"] < moved["tensors"] / 2 and trainer.state.global_step >= 2:
+        log.warning("fewer than half of the trainable tensors changed: updates may be rounding away "
+                    "(low-precision weights without an fp32 copy) or the rewards have no variance")
+    export(trainer, processor, run, recipe, main_process, moved)
 
 
-def export(trainer, processor, run: Run, recipe, main_process: bool) -> None:
+def eval_questions(val: list[dict], recipe) -> list[dict]:
+    """The validation questions evaluated during training: a seeded sample of grpo.eval_questions (all when
+    null), in their saved order."""
+    if not val:
+        raise EmoError("grpo.eval_every is set but the val split has no questions (data.max_eval, the split)")
+    n = recipe.grpo.eval_questions
+    if n is None or n >= len(val):
+        return val
+    keep = set(random.Random(f"{recipe.data.seed}:eval").sample(range(len(val)), n))
+    return [q for i, q in enumerate(val) if i in keep]
+
+
+SAMPLED_ELEMENTS = 4096  # per tensor: enough to see an update, cheap even for a 3B model
+
+
+def sample_trainable(model) -> dict:
+    """{name: the first SAMPLED_ELEMENTS values (a CPU copy)} of every trainable parameter (empty under
+    ZeRO-3, whose parameters are partitioned)."""
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.numel() > 0:
+            out[name] = p.detach().reshape(-1)[:SAMPLED_ELEMENTS].to("cpu", copy=True)
+    return out
+
+
+def changed_tensors(before: dict, model) -> dict:
+    """Which sampled trainable tensors moved: a tensor counts as changed when at least half of its sampled
+    elements differ (a few near-zero elements change even when bf16 rounds the other updates away). Also the
+    share of changed elements of the language model's tensors."""
+
+    params = dict(model.named_parameters())
+    shares = {}
+    for name, old in before.items():
+        if name in params:
+            new = params[name].detach().reshape(-1)[:old.numel()].cpu()
+            shares[name] = (new != old).float().mean().item()
+    lm = [n for n in shares if "language_model" in n or ".layers." in n and not any(v in n for v in VISION_MODULES)]
+    changed = {n for n, share in shares.items() if share >= 0.5}
+    sizes = {n: before[n].numel() for n in lm}
+    elements = sum(shares[n] * sizes[n] for n in lm) / max(1, sum(sizes.values()))
+    return {"tensors": len(shares), "changed": len(changed), "language_model_tensors": len(lm),
+            "language_model_changed": len(set(lm) & changed), "language_model_elements_changed": round(elements, 4)}
+
+
+def plan(state, args, n_questions: int) -> str:
+    """The planned run length from TRL's own count of optimizer steps."""
+    completions = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    prompts = completions // args.num_generations
+    seen = state.max_steps * prompts
+    return (f"planned {state.max_steps} optimizer steps x {prompts} questions ({completions} completions, "
+            f"{args.num_generations} per question) = {seen:,} question draws of {n_questions:,} training "
+            f"questions ({seen / max(1, n_questions):.2f} epochs)")
+
+
+def _plan_callback(n_questions: int):
+    from transformers import TrainerCallback
+
+    class PlanToLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                log.info("%s", plan(state, args, n_questions))
+
+    return PlanToLog()
+
+
+def export(trainer, processor, run: Run, recipe, main_process: bool, moved: dict | None = None) -> None:
     """RUN/final/model (+ RUN/final/adapter with LoRA), written to a temporary folder and renamed."""
     from peft import PeftModel
 
@@ -467,7 +624,7 @@ def export(trainer, processor, run: Run, recipe, main_process: bool) -> None:
         write_json_atomic(tmp / "train_summary.json", {
             "global_step": state.global_step, "lora": is_peft, "base_model": recipe.model.pretrained,
             "first_reward": rewards[0] if rewards else None, "last_reward": rewards[-1] if rewards else None,
-            "questions": str(run.dir / QUESTIONS_DIR),
+            "questions": str(run.dir / QUESTIONS_DIR), "trainable_tensors": moved,
         })
         if final.exists():
             shutil.rmtree(final)
