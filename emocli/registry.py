@@ -102,6 +102,15 @@ METHODS: dict[str, Method] = {
             "8-class accuracy and macro-F1, polarity, confusion (run it with `emo eval understanding`)",
             command="emo eval understanding",
         ),
+        Method(
+            name="empathdiffuser",
+            schema="emocli.methods.empathdiffuser.config:EmpathDiffuserRecipe",
+            entry="emocli.methods.empathdiffuser.train:main",
+            default_recipe="empathdiffuser",
+            summary="EmpathDiffuser: UniDiffuser fine-tuned on AvaMERG to answer a speaker's utterance and face "
+            "with a reply, a listener face and the speaker's emotion ([EMO] head)",
+            preflight="emocli.methods.empathdiffuser.train:preflight",
+        ),
     ]
 }
 
