@@ -13,8 +13,8 @@ learnt here, deterministically, on a small built-in English corpus and written a
     unidiffuser/  diffusers.UniDiffuserPipeline.from_pretrained (unet: UniDiffuserModel v1-style with the
              data-type token, vae, text_encoder: CLIP text 32-d, image_encoder: CLIP vision 32 px, clip_image_processor,
              clip_tokenizer, text_decoder: UniDiffuserTextDecoder 32-d GPT-2 with a 16-d prefix, text_tokenizer
-             with <|EOS|>, scheduler: DPM-Solver++ order 3). 32x32 px images, 16x16x4 latents, 4x4 patches,
-             32 text tokens (the real model: 2x2 patches, 77 tokens).
+             with <|EOS|>, scheduler: DPM-Solver++ order 3). 32x32 px images, 8x8x4 latents, 2x2 patches,
+             32 text tokens (the real model: 77).
     vlm/     LlavaForConditionalGeneration / AutoModelForImageTextToText (CLIP vision + Llama) + AutoProcessor
              (LlavaProcessor with a ChatML-style chat template, `<image>` placeholder).
 
@@ -479,19 +479,20 @@ def tiny_vlm(seed: int = 0):
 TINY_UNIDIFFUSER_TEXT_DIM = 16
 UNIDIFFUSER_EOS = "<|EOS|>"
 TINY_UNIDIFFUSER_VAE_SCALE = 4.0  # the real VAE's is 0.18215
-# Shorter than the real 77 text tokens and 2x2 patches: the conditional sequence (response + speaker +
-# [EMO]) is ~100 tokens instead of ~290, which keeps CPU training of the tiny model quick.
+# 32 text tokens instead of the real 77 and 8x8 latents (16 patches): the conditional sequence (response +
+# speaker + [EMO]) is ~100 tokens instead of ~290, which keeps CPU training of the tiny model quick.
 TINY_UNIDIFFUSER_TEXT_TOKENS = 32
-TINY_UNIDIFFUSER_PATCH = 4
+TINY_UNIDIFFUSER_PATCH = 2
+TINY_UNIDIFFUSER_LATENT_SIZE = 8
 
 
 def tiny_unidiffuser_components(seed: int = 0) -> dict:
     """The parts of a tiny `UniDiffuserPipeline` (v1-style: data-type token), all built from configs.
 
     The CLIP text encoder is `tiny_sd_components`' (32-d, so the caption decoder's prefix_inner_dim is 32),
-    the VAE is the tiny SD VAE (32 px -> 16x16x4), the image encoder a 32 px CLIP vision tower with a
+    the VAE a 3-block tiny VAE (32 px -> 8x8x4 latents), the image encoder a 32 px CLIP vision tower with a
     32-d projection, the caption decoder a 2-layer 32-d GPT-2 with encode_prefix 32 -> 16."""
-    from diffusers import DPMSolverMultistepScheduler, UniDiffuserModel, UniDiffuserTextDecoder
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UniDiffuserModel, UniDiffuserTextDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
@@ -519,7 +520,7 @@ def tiny_unidiffuser_components(seed: int = 0) -> dict:
             text_dim=TINY_UNIDIFFUSER_TEXT_DIM, clip_img_dim=TINY_CLIP_PROJECTION_DIM,
             num_text_tokens=TINY_UNIDIFFUSER_TEXT_TOKENS, num_attention_heads=2, attention_head_dim=32,
             in_channels=TINY_SD_LATENT_CHANNELS, out_channels=TINY_SD_LATENT_CHANNELS, num_layers=3,
-            sample_size=TINY_SD_LATENT_SIZE, patch_size=TINY_UNIDIFFUSER_PATCH, activation_fn="gelu", num_embeds_ada_norm=1000,
+            sample_size=TINY_UNIDIFFUSER_LATENT_SIZE, patch_size=TINY_UNIDIFFUSER_PATCH, activation_fn="gelu", num_embeds_ada_norm=1000,
             block_type="unidiffuser", pre_layer_norm=False, use_timestep_embedding=False, ff_final_dropout=True,
             use_data_type_embedding=True)
     scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -527,7 +528,12 @@ def tiny_unidiffuser_components(seed: int = 0) -> dict:
     # A trained VAE's posterior is narrow and its scaled latents have about unit variance; a random one's
     # is as wide as its prior (std ~1 around means that differ by ~0.2). Narrow it (logvar bias -8) and
     # scale its latents to about unit spread, so that "which face" survives encoding in the tiny model.
-    vae = sd["vae"]
+    with _seeded(seed, "vae"):  # three blocks: 32 px -> 8x8x4 latents (the SD one's 16x16 is slow to learn)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
+            latent_channels=TINY_SD_LATENT_CHANNELS, norm_num_groups=8, sample_size=TINY_SD_RESOLUTION,
+        )
     with torch.no_grad():
         vae.quant_conv.bias[TINY_SD_LATENT_CHANNELS:] = -8.0
     vae.register_to_config(scaling_factor=TINY_UNIDIFFUSER_VAE_SCALE)

@@ -165,7 +165,7 @@ class FeatureTable:
               batch_size: int = 32, enabled: bool = True) -> FeatureTable:
         from safetensors.torch import load_file, save_file
 
-        from emocli.methods.eval_generation.cache import digest
+        from emocli.evaluation.cache import digest
         from emocli.progress import track
 
         identity = model_identity(parts.source, resolution)
