@@ -29,13 +29,17 @@ log = logging.getLogger("emocli")
 def preflight(recipe) -> None:
     from pathlib import Path
 
-    run = Path(recipe.models.run).expanduser()
-    if not (run / "final" / "empathdiffuser_run.json").is_file():
-        raise EmoError(f"models.run {run} is not a finished EmpathDiffuser run (no final/empathdiffuser_run.json)")
-    if not (Path(recipe.data.prepared).expanduser() / "prepare.json").is_file():
-        raise EmoError(f"data.prepared {recipe.data.prepared} is not a prepared AvaMERG folder (no prepare.json)")
-    if recipe.models.inception and not Path(recipe.models.inception).expanduser().is_file():
-        raise EmoError(f"models.inception {recipe.models.inception} does not exist")
+    from emocli import preflight as pf
+    from emocli.methods.empathdiffuser.train import _prepared_avamerg
+
+    def run_is_empathdiffuser():
+        run = Path(recipe.models.run).expanduser()
+        if not (run / "final" / "empathdiffuser_run.json").is_file():
+            raise EmoError(f"models.run {run} is not a finished EmpathDiffuser run (no final/empathdiffuser_run.json)")
+
+    pf.check_all(run_is_empathdiffuser, lambda: _prepared_avamerg(recipe.data.prepared, recipe.data.split, "data.split"),
+                 lambda: pf.local_path(recipe.models.inception, "models.inception", "FID Inception-v3 weights", "file"),
+                 lambda: pf.device(recipe.models.device, "models.device"))
 
 
 def text_metrics(replies: list[str], references: list[str]) -> dict[str, float]:

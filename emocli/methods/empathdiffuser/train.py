@@ -31,10 +31,19 @@ log = logging.getLogger("emocli")
 
 
 def preflight(recipe) -> None:
-    """Fast input checks before the run directory exists (no torch)."""
+    """Fast input checks before the run directory exists (the shared ones plus the prepared AvaMERG folder);
+    every problem is reported at once."""
+    from emocli import preflight as pf
+
+    pf.check_all(lambda: _prepared_avamerg(recipe.data.prepared, recipe.data.train_split),
+                 lambda: pf.model_source(recipe.model.pretrained, "model.pretrained", "UniDiffuser pipeline"),
+                 *pf.train_checks(recipe))
+
+
+def _prepared_avamerg(path: str, split: str, split_key: str = "data.train_split") -> None:
     import json
 
-    prepared = Path(recipe.data.prepared).expanduser()
+    prepared = Path(path).expanduser()
     manifest = prepared / "prepare.json"
     if not manifest.is_file():
         raise EmoError(f"data.prepared {prepared} is not a prepared AvaMERG folder (no prepare.json); make one "
@@ -45,11 +54,8 @@ def preflight(recipe) -> None:
         raise EmoError(f"cannot read {manifest}: {e}") from None
     if m.get("format") != "emo-prepared-avamerg/1":
         raise EmoError(f"data.prepared {prepared} is a {m.get('format')!r} folder, not a prepared AvaMERG one")
-    if not m.get("counts", {}).get("per_split", {}).get(recipe.data.train_split):
-        raise EmoError(f"data.prepared {prepared} has no {recipe.data.train_split!r} pairs (recipe key data.train_split)")
-    source = str(recipe.model.pretrained)
-    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
-        raise EmoError(f"model.pretrained {source!r} does not exist (a UniDiffuser pipeline folder or Hub id)")
+    if not m.get("counts", {}).get("per_split", {}).get(split):
+        raise EmoError(f"data.prepared {prepared} has no {split!r} pairs (recipe key {split_key})")
 
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
@@ -252,7 +258,10 @@ class EmpathDiffuserTask(TrainTask):
 
         r = self.recipe
         write_json_atomic(run.final / RUN_CONFIG, {
-            "method": "empathdiffuser", "pretrained": r.model.pretrained, "resolution": r.data.resolution,
+            "method": "empathdiffuser", "resolution": r.data.resolution,
+            # a local folder is stored absolute, so `emo empathize` works from any directory
+            "pretrained": str(Path(r.model.pretrained).expanduser().resolve())
+            if Path(r.model.pretrained).expanduser().is_dir() else r.model.pretrained,
             "data_type": r.model.data_type, "emotions": list(AVAMERG_COARSE.labels),
             "prepared": str(Path(r.data.prepared).expanduser().resolve()),
             "text_decoder_finetuned": r.model.finetune_text_decoder, "sample": r.sample.model_dump(),
