@@ -221,3 +221,25 @@ def test_full_size_two_steps(tmp_path):
         optimizer.step()
         optimizer.zero_grad()
     assert out[0].shape == (b, 4, 32, 32) and out[3].shape == (b, 7) and torch.isfinite(loss)
+
+
+def test_save_and_load_keep_an_untied_caption_decoder(tmp_path):
+    """GPT-2 ties its LM head to the token embedding when built; a fine-tuned decoder whose two differ must
+    come back with both (loading one must not overwrite the other)."""
+    from diffusers import UniDiffuserModel, UniDiffuserTextDecoder
+
+    from emocli.methods.empathdiffuser.model import EmpathDiffuser
+
+    torch.manual_seed(0)
+    unet = UniDiffuserModel(text_dim=8, clip_img_dim=8, num_text_tokens=4, num_attention_heads=1, attention_head_dim=8,
+                            in_channels=4, out_channels=4, num_layers=1, sample_size=4, patch_size=2,
+                            activation_fn="gelu", num_embeds_ada_norm=1000, norm_num_groups=1)
+    decoder = UniDiffuserTextDecoder(prefix_length=4, prefix_inner_dim=16, prefix_hidden_dim=8, vocab_size=50,
+                                     n_positions=32, n_embd=16, n_layer=1, n_head=2, n_inner=32)
+    head = decoder.transformer.lm_head
+    head.weight = torch.nn.Parameter(head.weight.detach().clone() + 1.0)  # as after untied fine-tuning
+    model = EmpathDiffuser(unet, text_decoder=decoder)
+    model.save_pretrained(tmp_path)
+    loaded = EmpathDiffuser.from_pretrained(tmp_path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name

@@ -177,8 +177,13 @@ class EmpathDiffuser(nn.Module):
         if config.get("text_decoder"):
             decoder = UniDiffuserTextDecoder.from_config(
                 {k: v for k, v in config["text_decoder"].items() if not k.startswith("_")})
-        model = cls(unet, num_classes=config["num_classes"], text_decoder=decoder)
         state = load_file(str(directory / WEIGHTS_NAME))
+        if decoder is not None and "text_decoder.transformer.lm_head.weight" in state:
+            # GPT-2 ties its LM head to the token embedding on construction; the saved file holds both
+            # (equal for a tied decoder): untie, so loading one does not overwrite the other
+            head = decoder.transformer.lm_head
+            head.weight = nn.Parameter(head.weight.detach().clone())
+        model = cls(unet, num_classes=config["num_classes"], text_decoder=decoder)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise EmoError(f"{directory / WEIGHTS_NAME} does not match its config: missing {missing[:3]}, "
