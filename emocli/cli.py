@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from emocli import __version__
-from emocli.commands import data, models, quickstart, recipes, sample, train, understand
+from emocli.commands import data, empathize, models, quickstart, recipes, sample, train, understand
 from emocli.commands import eval as eval_commands
 from emocli.errors import EmoError
 
@@ -29,6 +29,7 @@ app.add_typer(eval_commands.app, name="eval")
 app.add_typer(understand.app, name="understand")
 app.command("sample")(sample.sample)
 app.command("quickstart")(quickstart.quickstart)
+app.command("empathize")(empathize.empathize)
 
 
 def _version(value: bool):

@@ -67,18 +67,17 @@ ARTEMIS = Taxonomy(
 )
 
 # AvaMERG speaker emotions: EmpatheticDialogues' 32 fine labels grouped into 7 coarse classes
-# (EmpathDiffuser's grouping; coarse index order happy 0 ... sad 6).
-AVAMERG_GROUPS: dict[str, tuple[str, ...]] = {
-    "happy": ("excited", "proud", "grateful", "hopeful", "confident", "anticipating", "joyful",
-              "prepared", "content", "caring", "trusting", "faithful"),
-    "disgusted": ("disgusted",),
-    "fear": ("apprehensive", "afraid", "terrified"),
-    "contempt": ("jealous",),
-    "angry": ("furious", "annoyed", "angry"),
-    "surprised": ("surprised", "impressed", "devastated"),
-    "sad": ("ashamed", "sentimental", "disappointed", "embarrassed", "nostalgic", "anxious",
-            "guilty", "lonely", "sad"),
-}
+# (EmpathDiffuser's grouping; coarse index order happy 0 ... sad 6). The grouping ships as a data file
+# (emocli/data/files/avamerg_emotion_groups.json) that names where it comes from.
+def _load_avamerg_groups() -> dict[str, tuple[str, ...]]:
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("emocli.data").joinpath("files/avamerg_emotion_groups.json").read_text())
+    return {coarse: tuple(data["groups"][coarse]) for coarse in data["coarse_order"]}
+
+
+AVAMERG_GROUPS: dict[str, tuple[str, ...]] = _load_avamerg_groups()
 AVAMERG_COARSE = Taxonomy(name="AvaMERG coarse", labels=tuple(AVAMERG_GROUPS))
 AVAMERG_FINE = Taxonomy(
     name="AvaMERG fine", labels=tuple(sorted(f for group in AVAMERG_GROUPS.values() for f in group))

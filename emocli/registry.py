@@ -109,6 +109,26 @@ METHODS: dict[str, Method] = {
             "8-class accuracy and macro-F1, polarity, confusion (run it with `emo eval understanding`)",
             command="emo eval understanding",
         ),
+        Method(
+            name="empathdiffuser",
+            schema="emocli.methods.empathdiffuser.config:EmpathDiffuserRecipe",
+            entry="emocli.methods.empathdiffuser.train:main",
+            default_recipe="empathdiffuser",
+            summary="EmpathDiffuser: UniDiffuser fine-tuned on AvaMERG to answer a speaker's utterance and face "
+            "with a reply, a listener face and the speaker's emotion ([EMO] head)",
+            preflight="emocli.methods.empathdiffuser.train:preflight",
+        ),
+        Method(
+            name="eval-empathy",
+            schema="emocli.methods.empathdiffuser.config:EvalEmpathyRecipe",
+            entry="emocli.methods.empathdiffuser.evaluate:main",
+            default_recipe="eval-empathy",
+            summary="Evaluate an EmpathDiffuser run on a prepared AvaMERG split: reply BLEU-1..4 (nltk, named), "
+            "sacreBLEU, Dist-1/2, listener-face FID, speaker-emotion accuracy / macro-F1 / confusion "
+            "(run it with `emo eval empathy`)",
+            command="emo eval empathy",
+            preflight="emocli.methods.empathdiffuser.evaluate:preflight",
+        ),
     ]
 }
 

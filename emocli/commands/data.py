@@ -16,10 +16,12 @@ app = typer.Typer(help="Prepare and synthesise datasets.", no_args_is_help=True)
 
 class SynthDataset(str, Enum):
     emoset = "emoset"
+    avamerg = "avamerg"
 
 
 class PrepareDataset(str, Enum):
     emoset = "emoset"
+    avamerg = "avamerg"
 
 
 def _logging() -> None:
@@ -32,10 +34,16 @@ def _logging() -> None:
 def synth(
     dataset: SynthDataset = typer.Argument(..., help="Which dataset layout to write."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    n: int = typer.Option(..., "--n", min=1, help="Total number of images."),
+    n: int = typer.Option(..., "--n", min=1, help="Total number of images (avamerg: speaker/listener pairs)."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Write a small synthetic dataset in the exact official layout (real JPEGs and JSON files)."""
+    """Write a small synthetic dataset in the exact official layout (real images and JSON files)."""
+    if dataset == SynthDataset.avamerg:
+        from emocli.data.avamerg_synth import synth_avamerg
+
+        path = synth_avamerg(out, n=n, seed=seed)
+        typer.echo(f"wrote synthetic avamerg ({n} pairs; JSON in {path}, media in {path / 'media'})")
+        return
     from emocli.data.synth import synth_emoset
 
     path = synth_emoset(out, n=n, seed=seed)
@@ -46,7 +54,11 @@ def synth(
 def prepare(
     dataset: PrepareDataset = typer.Argument(..., help="Which dataset to prepare."),
     source: str = typer.Option(..., "--source", help="An official release folder, a parquet/JSONL export "
-                               "(file or folder), a `datasets` saved folder, or a Hub dataset id."),
+                               "(file or folder), a `datasets` saved folder, or a Hub dataset id (avamerg: "
+                               "the folder holding train.json/test.json, or a Hub id)."),
+    media: Optional[Path] = typer.Option(None, "--media", help="avamerg: folder of dia{conv}utt{idx}_{ID}.png/.mp4."),
+    val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.9,
+                                       help="avamerg: share of train conversations held out as val."),
     out: Path = typer.Option(..., "--out", help="Output folder (created; see docs/data.md)."),
     streaming: bool = typer.Option(False, "--streaming", help="Stream a Hub dataset instead of downloading it."),
     seed: int = typer.Option(0, "--seed", help="Seed of the balanced lists."),
@@ -56,9 +68,23 @@ def prepare(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads that check images."),
 ):
-    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary."""
+    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary
+    (emoset); speaker/listener pairs with frames and emotion labels, split by conversation (avamerg)."""
     import json
 
+    if dataset == PrepareDataset.avamerg:
+        from emocli.data.avamerg import prepare_avamerg
+        from emocli.errors import EmoError
+
+        if media is None:
+            raise EmoError("emo data prepare avamerg needs --media DIR (the frames/videos dia{conv}utt{idx}_{ID})")
+        _logging()
+        path = prepare_avamerg(source, media, out, seed=seed, val_fraction=val_fraction, overwrite=overwrite)
+        manifest = json.loads((path / "prepare.json").read_text())
+        counts = manifest["counts"]
+        typer.echo(f"prepared avamerg: {counts['total']} pairs ({', '.join(f'{s} {n}' for s, n in counts['per_split'].items())}), "
+                   f"{counts['frames_from_video']} frames from mp4, {manifest['bad_media_count']} bad media skipped -> {path}")
+        return
     from emocli.data.prepare import prepare_emoset
 
     _logging()

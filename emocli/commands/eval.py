@@ -49,3 +49,19 @@ def tiny_weights(
 
 
 app.command("understanding")(eval_understanding.understanding)
+
+
+@app.command("empathy")
+def empathy(
+    args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+):
+    """An EmpathDiffuser run on a prepared AvaMERG split: BLEU-1..4 (nltk, ED convention) + sacreBLEU + Dist-1/2
+    of the replies, FID of the listener faces, speaker-emotion accuracy / macro-F1 / confusion.
+
+    Writes RUN/metrics.json, report.md, report.html, predictions.jsonl and faces/.
+    """
+    from emocli.commands.train import execute, load_for_command
+
+    recipe = load_for_command("eval-empathy", args or [])
+    execute(recipe, resume=False, dry_run=dry_run)

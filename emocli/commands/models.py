@@ -10,7 +10,7 @@ import typer
 from emocli.errors import EmoError
 
 app = typer.Typer(help="Model utilities.", no_args_is_help=True)
-KINDS = ("sd", "clip", "resnet", "gpt2", "vlm")
+KINDS = ("sd", "clip", "resnet", "gpt2", "vlm", "unidiffuser")
 
 
 @app.command("make-tiny")
@@ -19,7 +19,7 @@ def make_tiny(
     seed: int = typer.Option(0, "--seed"),
     only: Optional[str] = typer.Option(None, "--only", help=f"Comma-separated subset of {', '.join(KINDS)}."),
 ):
-    """Write tiny Stable Diffusion, CLIP, ResNet, GPT-2 and VLM folders (random weights, local tokenizers)."""
+    """Write tiny Stable Diffusion, CLIP, ResNet, GPT-2, VLM and UniDiffuser folders (random weights, local tokenizers)."""
     which = tuple(KINDS if only is None else [k.strip() for k in only.split(",") if k.strip()])
     bad = [k for k in which if k not in KINDS]
     if bad:

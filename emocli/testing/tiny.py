@@ -10,6 +10,11 @@ learnt here, deterministically, on a small built-in English corpus and written a
              Its text tower is the SD text encoder (same config and weights), as CLIP ViT-L/14 is for SD 1.5.
     resnet/  ResNetForImageClassification (the 8 EmoSet labels) / AutoImageProcessor (ConvNext, 36 -> crop 32).
     gpt2/    GPT2LMHeadModel / AutoModelForCausalLM + AutoTokenizer (byte-level BPE).
+    unidiffuser/  diffusers.UniDiffuserPipeline.from_pretrained (unet: UniDiffuserModel v1-style with the
+             data-type token, vae, text_encoder: CLIP text 32-d, image_encoder: CLIP vision 32 px, clip_image_processor,
+             clip_tokenizer, text_decoder: UniDiffuserTextDecoder 32-d GPT-2 with a 16-d prefix, text_tokenizer
+             with <|EOS|>, scheduler: DPM-Solver++ order 3). 32x32 px images, 8x8x4 latents, 2x2 patches,
+             32 text tokens (the real model: 77).
     vlm/     LlavaForConditionalGeneration / AutoModelForImageTextToText (CLIP vision + Llama) + AutoProcessor
              (LlavaProcessor with a ChatML-style chat template, `<image>` placeholder).
 
@@ -34,7 +39,7 @@ from pathlib import Path
 import torch
 
 EMOTIONS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
-KINDS = ("sd", "clip", "resnet", "gpt2", "vlm")
+KINDS = ("sd", "clip", "resnet", "gpt2", "vlm", "unidiffuser")
 
 # Stable Diffusion: 32x32 px images, VAE down factor 2 -> 16x16 latents with 4 channels.
 TINY_SD_RESOLUTION = 32
@@ -313,7 +318,8 @@ def build_vlm_tokenizer(out_dir: str | Path | None = None):
 # Models (in memory)
 # ---------------------------------------------------------------------------------------------------
 # per-component seed offsets: each part depends on the seed only, not on what was built before it
-_OFFSETS = {"clip": 0, "unet": 1, "vae": 2, "resnet": 3, "gpt2": 4, "vlm": 5, "qwen": 6}
+_OFFSETS = {"clip": 0, "unet": 1, "vae": 2, "resnet": 3, "gpt2": 4, "vlm": 5, "uvit": 6, "clip_vision": 7,
+            "text_decoder": 8, "qwen": 9}
 
 
 @contextmanager
@@ -559,6 +565,90 @@ def save_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+# UniDiffuser: text latents of TINY_UNIDIFFUSER_TEXT_DIM per token (the real model: 64), CLIP image embeds 32-d.
+TINY_UNIDIFFUSER_TEXT_DIM = 16
+UNIDIFFUSER_EOS = "<|EOS|>"
+TINY_UNIDIFFUSER_VAE_SCALE = 4.0  # the real VAE's is 0.18215
+# 32 text tokens instead of the real 77 and 8x8 latents (16 patches): the conditional sequence (response +
+# speaker + [EMO]) is ~100 tokens instead of ~290, which keeps CPU training of the tiny model quick.
+TINY_UNIDIFFUSER_TEXT_TOKENS = 32
+TINY_UNIDIFFUSER_PATCH = 2
+TINY_UNIDIFFUSER_LATENT_SIZE = 8
+
+
+def tiny_unidiffuser_components(seed: int = 0) -> dict:
+    """The parts of a tiny `UniDiffuserPipeline` (v1-style: data-type token), all built from configs.
+
+    The CLIP text encoder is `tiny_sd_components`' (32-d, so the caption decoder's prefix_inner_dim is 32),
+    the VAE a 3-block tiny VAE (32 px -> 8x8x4 latents), the image encoder a 32 px CLIP vision tower with a
+    32-d projection, the caption decoder a 2-layer 32-d GPT-2 with encode_prefix 32 -> 16."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UniDiffuserModel, UniDiffuserTextDecoder
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    sd = tiny_sd_components(seed)
+    hf_level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the decoder's GPT2Config names GPT-2's bos/eos ids, outside a tiny vocab
+    text_tokenizer = build_gpt2_tokenizer()
+    text_tokenizer.add_special_tokens({"eos_token": UNIDIFFUSER_EOS})
+    with _seeded(seed, "clip_vision"):
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            image_size=TINY_CLIP_IMAGE_SIZE, patch_size=TINY_CLIP_PATCH, hidden_act="quick_gelu",
+            projection_dim=TINY_CLIP_PROJECTION_DIM))
+    with _seeded(seed, "text_decoder"):
+        text_decoder = UniDiffuserTextDecoder(
+            prefix_length=TINY_UNIDIFFUSER_TEXT_TOKENS, prefix_inner_dim=TINY_TEXT_HIDDEN,
+            prefix_hidden_dim=TINY_UNIDIFFUSER_TEXT_DIM, vocab_size=len(text_tokenizer), n_positions=256,
+            n_embd=TINY_TEXT_HIDDEN, n_layer=2, n_head=4, n_inner=64, activation_function="gelu")
+    # safetensors refuses shared tensors: give the LM head its own copy of the (tied) token embedding
+    lm_head = text_decoder.transformer.lm_head
+    lm_head.weight = torch.nn.Parameter(lm_head.weight.detach().clone())
+    hf_logging.set_verbosity(hf_level)
+    with _seeded(seed, "uvit"):
+        unet = UniDiffuserModel(
+            text_dim=TINY_UNIDIFFUSER_TEXT_DIM, clip_img_dim=TINY_CLIP_PROJECTION_DIM,
+            num_text_tokens=TINY_UNIDIFFUSER_TEXT_TOKENS, num_attention_heads=2, attention_head_dim=32,
+            in_channels=TINY_SD_LATENT_CHANNELS, out_channels=TINY_SD_LATENT_CHANNELS, num_layers=3,
+            sample_size=TINY_UNIDIFFUSER_LATENT_SIZE, patch_size=TINY_UNIDIFFUSER_PATCH, activation_fn="gelu", num_embeds_ada_norm=1000,
+            block_type="unidiffuser", pre_layer_norm=False, use_timestep_embedding=False, ff_final_dropout=True,
+            use_data_type_embedding=True)
+    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                            solver_order=3)
+    # A trained VAE's posterior is narrow and its scaled latents have about unit variance; a random one's
+    # is as wide as its prior (std ~1 around means that differ by ~0.2). Narrow it (logvar bias -8) and
+    # scale its latents to about unit spread, so that "which face" survives encoding in the tiny model.
+    with _seeded(seed, "vae"):  # three blocks: 32 px -> 8x8x4 latents (the SD one's 16x16 is slow to learn)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
+            latent_channels=TINY_SD_LATENT_CHANNELS, norm_num_groups=8, sample_size=TINY_SD_RESOLUTION,
+        )
+    with torch.no_grad():
+        vae.quant_conv.bias[TINY_SD_LATENT_CHANNELS:] = -8.0
+    vae.register_to_config(scaling_factor=TINY_UNIDIFFUSER_VAE_SCALE)
+    clip_tokenizer = sd["tokenizer"]
+    clip_tokenizer.model_max_length = TINY_UNIDIFFUSER_TEXT_TOKENS
+    return {"vae": vae, "text_encoder": sd["text_encoder"], "image_encoder": image_encoder.eval(),
+            "clip_image_processor": clip_image_processor(), "clip_tokenizer": clip_tokenizer,
+            "text_decoder": text_decoder.eval(), "text_tokenizer": text_tokenizer, "unet": unet.eval(),
+            "scheduler": scheduler}
+
+
+def save_tiny_unidiffuser(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save the tiny UniDiffuser in diffusers' pipeline layout (without the deprecated pipeline's warning)."""
+    from diffusers import UniDiffuserPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # UniDiffuserPipeline is deprecated in diffusers >= 0.34
+    try:
+        UniDiffuserPipeline(**tiny_unidiffuser_components(seed)).save_pretrained(str(out_dir), safe_serialization=True)
+    finally:
+        diffusers_logging.set_verbosity(level)
+    return Path(out_dir)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Folders
 # ---------------------------------------------------------------------------------------------------
@@ -575,6 +665,8 @@ def save_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     try:
         if kind == "sd":
             tiny_sd_pipeline(seed).save_pretrained(str(out), safe_serialization=True)
+        elif kind == "unidiffuser":
+            save_tiny_unidiffuser(out, seed)
         else:
             build = {"clip": tiny_clip, "resnet": tiny_resnet, "gpt2": tiny_gpt2, "vlm": tiny_vlm}[kind]
             model, processing = build(seed)  # processing: processor, image processor or tokenizer
