@@ -16,10 +16,12 @@ app = typer.Typer(help="Prepare and synthesise datasets.", no_args_is_help=True)
 
 class SynthDataset(str, Enum):
     emoset = "emoset"
+    captions = "captions"
 
 
 class PrepareDataset(str, Enum):
     emoset = "emoset"
+    captions = "captions"
 
 
 def _logging() -> None:
@@ -35,7 +37,13 @@ def synth(
     n: int = typer.Option(..., "--n", min=1, help="Total number of images."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Write a small synthetic dataset in the exact official layout (real JPEGs and JSON files)."""
+    """Write a small synthetic dataset: EmoSet in its official layout, or captioned shapes (train_info.json)."""
+    if dataset == SynthDataset.captions:
+        from emocli.data.captions import synth_captions
+
+        path = synth_captions(out, n=n, seed=seed)
+        typer.echo(f"wrote synthetic captions ({n} images) to {path}")
+        return
     from emocli.data.synth import synth_emoset
 
     path = synth_emoset(out, n=n, seed=seed)
@@ -55,9 +63,26 @@ def prepare(
                                              help="Fewest training images an attribute needs for the vocabulary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads that check images."),
+    test_fraction: float = typer.Option(0.05, "--test-fraction", min=0.0, max=0.99,
+                                        help="captions: images held out as the test split when the source "
+                                        "has none."),
 ):
-    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary."""
+    """Prepare a dataset. emoset: records, attributes, balanced lists, vocabulary. captions: train/test JSONL."""
     import json
+
+    if dataset == PrepareDataset.captions:
+        from emocli.data.captions import prepare_captions
+
+        _logging()
+        path = prepare_captions(source, out, streaming=streaming, seed=seed, test_fraction=test_fraction,
+                                overwrite=overwrite, workers=workers)
+        manifest = json.loads((path / "prepare.json").read_text())
+        counts, bad = manifest["counts"], manifest["bad_image_count"]
+        typer.echo(f"prepared captions: {counts['total']} images "
+                   f"({', '.join(f'{s} {k}' for s, k in counts['per_split'].items())}), {counts['captions']} "
+                   f"captions, {bad} bad image{'s' * (bad != 1)} and {manifest['missing_caption_count']} "
+                   f"uncaptioned skipped -> {path}")
+        return
 
     from emocli.data.prepare import prepare_emoset
 
