@@ -38,7 +38,6 @@ def load_frozen(m, dtype=torch.float32):
     """(tokenizer, text_encoder, vae) of the recipe's model section, frozen and in eval mode."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
-
     from transformers.utils import logging as hf_logging
 
     quiet_loading()
@@ -93,7 +92,9 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
 
 def fingerprint(model) -> str:
     """An identity of a model's weights and config: sha256 over the config and per-tensor sums."""
-    h = hashlib.sha256(json.dumps(dict(model.config), sort_keys=True, default=str).encode())
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}  # not paths
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, t in model.state_dict().items():
             t = t.detach().double()
@@ -130,30 +131,22 @@ class _Cache:
 
 
 class _CaptionImages(torch.utils.data.Dataset):
-    """Per item: the image's VAE input (random flip) or cached latent distribution, and one of its captions
-    (at random) as token ids or a cached text embedding."""
+    """Per item: the image's VAE input, or its cached latent distributions (every flip). Deterministic: the
+    random choices (flip, which caption, dropout) are drawn in `LdmTask.loss`, from the RNG that checkpoints
+    save, so a resumed run draws what the uninterrupted one drew (the loader fetches one batch ahead)."""
 
-    def __init__(self, records, tokenizer, data, latents=None, text=None, caption_rows=None):
-        self.records, self.tokenizer, self.data = records, tokenizer, data
-        self.latents, self.text, self.caption_rows = latents, text, caption_rows
+    def __init__(self, records, data, latents=None):
+        self.records, self.data, self.latents = records, data, latents
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, index):
-        r = self.records[index]
-        k = int(torch.randint(0, len(r["captions"]), ()).item())
-        flip = self.data.flip and bool(torch.randint(0, 2, ()).item())
         item = {"index": index}
         if self.latents is not None:
-            item["latent_params"] = torch.from_numpy(np.array(self.latents[index, int(flip)]))
+            item["latent_params"] = torch.from_numpy(np.array(self.latents[index]))
         else:
-            pixels = vae_pixels(r["image"], self.data.resolution, self.data.center_crop)
-            item["pixel_values"] = pixels.flip(-1) if flip else pixels
-        if self.text is not None:
-            item["text_embeds"] = torch.from_numpy(np.array(self.text[self.caption_rows[index] + k]))
-        else:
-            item["input_ids"] = tokenize(self.tokenizer, [r["captions"][k]])[0]
+            item["pixel_values"] = vae_pixels(self.records[index]["image"], self.data.resolution, self.data.center_crop)
         return item
 
 
@@ -191,8 +184,8 @@ class LdmTask(TrainTask):
             self.empty_hidden = self.text_encoder(tokenize(self.tokenizer, [""]).to(self.device))[0].float()
         d = self.recipe.data
         latents = self._cached_latents(accelerator) if d.cache_latents else None
-        text, rows = self._cached_text(accelerator) if d.cache_text else (None, None)
-        self.train_dataset = _CaptionImages(self.records, self.tokenizer, d, latents, text, rows)
+        self.text, self.caption_rows = self._cached_text(accelerator) if d.cache_text else (None, None)
+        self.train_dataset = _CaptionImages(self.records, d, latents)
 
     def _cache_folder(self) -> Path:
         d = self.recipe.data
@@ -266,17 +259,25 @@ class LdmTask(TrainTask):
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         recipe, sf = self.recipe, self.vae.config.scaling_factor
+        indices = [int(i) for i in batch["index"]]
+        n = len(indices)
         with torch.no_grad():
+            flip = (torch.rand(n) < 0.5) if recipe.data.flip else torch.zeros(n, dtype=torch.bool)
             if "latent_params" in batch:
-                dist = DiagonalGaussianDistribution(batch["latent_params"].to(self.device, torch.float32))
+                params = batch["latent_params"].to(self.device, torch.float32)[torch.arange(n), flip.long()]
+                dist = DiagonalGaussianDistribution(params)
             else:
-                dist = self.vae.encode(batch["pixel_values"].to(self.device, self.dtype)).latent_dist
+                pixels = batch["pixel_values"].to(self.device, self.dtype)
+                pixels = torch.where(flip.to(self.device)[:, None, None, None], pixels.flip(-1), pixels)
+                dist = self.vae.encode(pixels).latent_dist
             latents = dist.sample().float() * sf
-            if "text_embeds" in batch:
-                hidden = batch["text_embeds"].to(self.device).float()
+            picks = [int(torch.randint(0, len(self.records[i]["captions"]), ())) for i in indices]
+            if self.text is not None:
+                rows = [self.caption_rows[i] + k for i, k in zip(indices, picks)]
+                hidden = torch.from_numpy(np.stack([self.text[r] for r in rows])).to(self.device).float()
             else:
-                hidden = self.text_encoder(batch["input_ids"].to(self.device))[0].float()
-            n = latents.shape[0]
+                ids = tokenize(self.tokenizer, [self.records[i]["captions"][k] for i, k in zip(indices, picks)])
+                hidden = self.text_encoder(ids.to(self.device))[0].float()
             drop = torch.rand(n, device=self.device) < recipe.data.caption_dropout
             hidden = torch.where(drop[:, None, None], self.empty_hidden.expand_as(hidden), hidden)
             noise = torch.randn_like(latents)
