@@ -324,7 +324,7 @@ def test_full_size_recipe_two_steps(tmp_path):
                                 test_fraction=0.0)
     recipe = load_recipe("ldm", [f"model.text_encoder={tmp_path / 'clip'}", f"model.vae={tmp_path / 'sd'}",
                                  f"data.prepared={prepared}", f"run.output_dir={tmp_path / 'run'}",
-                                 "launch.mixed_precision=no", "train.max_steps=2", "train.num_workers=0",
+                                 "launch.mixed_precision='no'", "train.max_steps=2", "train.num_workers=0",
                                  "data.cache_latents=false", "data.cache_text=false", "~train.ema",
                                  "validation.prompts=[a red circle]", "validation.steps=1",
                                  "validation.images_per_prompt=1"])
