@@ -292,7 +292,7 @@ def test_preflight_rejects_bad_inputs(ldm_dirs, tmp_path):
         preflight(_recipe(ldm_dirs, tmp_path, f"data.prepared={tmp_path}"))
     with pytest.raises(EmoError, match="model.vae"):
         preflight(_recipe(ldm_dirs, tmp_path, f"model.vae={tmp_path / 'nope'}"))
-    with pytest.raises(EmoError, match="needs a GPU"):
+    with pytest.raises(EmoError, match="needs a CUDA GPU"):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
         preflight(_recipe(ldm_dirs, tmp_path, "launch.mixed_precision=fp16"))

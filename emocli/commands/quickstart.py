@@ -55,7 +55,7 @@ def quickstart(
 
     t = step("3/7 emo train emotion-encoder (tiny)")
     encoder_dir = out / "runs" / "emotion-encoder"
-    execute(load_recipe("tiny/emotion-encoder", [f"data.root={data}", f"run.output_dir={encoder_dir}",
+    execute(load_recipe("tiny/emotion-encoder", [f"data.prepared={prepared}", f"run.output_dir={encoder_dir}",
                                                  f"run.seed={seed}"]))
     timings["emotion_encoder"] = time.perf_counter() - t
 
@@ -82,7 +82,7 @@ def quickstart(
     timings["sample"] = time.perf_counter() - t
 
     t = step("7/7 emo eval generation (tiny random backbones: the numbers mean nothing)")
-    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+    from emocli.evaluation.tiny import make_tiny_metric_weights
 
     weights = make_tiny_metric_weights(out / "models" / "metrics", seed=seed)
     eval_dir = out / "runs" / "eval"

@@ -7,6 +7,8 @@
 - `emocli.metrics.emotion`: Emo-A with EmoGen's released CLIP emotion classifier (`EmotionHead`).
 - `emocli.metrics.semantic`: Sem-C (scene/object classifier confidence), Sem-D (CLIP embedding MSE/cosine).
 - `emocli.metrics.classification`: accuracy, macro-F1, confusion matrix (numpy).
+- `emocli.metrics.text`: COCO caption scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr via pycocoevalcap + Java),
+  sacreBLEU, the empathetic-dialogue nltk BLEU-1..4 and Dist-n.
 - `emocli.metrics.common`: image conversion, weight loading, within-group pair sampling.
 
 Each module's docstring states its exact convention; docs/metrics.md collects them. No weights are ever

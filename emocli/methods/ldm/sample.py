@@ -88,7 +88,7 @@ def sample_run(run: Path, prompts: list[str] | None, prompts_file: Path | None, 
                steps: int | None, guidance: float | None, scheduler: str | None, device: str, dtype) -> int:
     """`emo sample --run LDM_RUN --prompt ... --out OUT`: writes OUT/prompts/ and OUT/grid.png; returns the count."""
     from emocli.progress import step_progress
-    from emocli.samples import write_prompt_grid, write_prompt_sample
+    from emocli.samples import SampleWriter, write_prompt_grid, write_prompt_sample
 
     items = read_prompts(prompts, prompts_file)  # bad prompt input fails before any model loads
     defaults = json.loads((Path(run) / "final" / RUN_CONFIG).read_text()).get("sample", {})
@@ -98,10 +98,11 @@ def sample_run(run: Path, prompts: list[str] | None, prompts_file: Path | None, 
                 "scheduler": scheduler or defaults.get("scheduler", "dpm++"),
                 "batch_size": defaults.get("batch_size", 32)}
     total = len(items) * n
-    with step_progress(total, "sample", every=max(1, min(total, settings["batch_size"]))) as bar:
+    every = max(1, min(total, settings["batch_size"]))
+    with SampleWriter(out) as writer, step_progress(total, "sample", every=every) as bar:
         for name, image, params in generate(pipe, items, n=n, seed=seed, source={"run": str(Path(run).resolve())},
                                             **settings):
-            write_prompt_sample(out, name, image, params)
+            write_prompt_sample(writer, name, image, params)
             bar.update()
-    write_prompt_grid(out)
+        writer.commit(write_prompt_grid)
     return total
