@@ -334,3 +334,76 @@ def test_full_size_recipe_two_steps(tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [1, 2] and all(np.isfinite(r["loss"]) for r in records
                                                                           if "loss" in r)
     assert (tmp_path / "run" / "final" / "model" / "model_index.json").is_file()
+
+
+# --- emo eval generation on the prompt layout -------------------------------------------------------------
+
+
+def _eval(samples, prepared, models, out, *extra):
+    from typer.testing import CliRunner
+
+    from emocli.cli import app
+    from emocli.progress import setup_logging
+
+    done = CliRunner().invoke(app, ["eval", "generation", "tiny/eval-generation", f"data.samples={samples}",
+                                    f"data.prepared={prepared}", f"models.clip={models['clip']}",
+                                    f"models.inception={models['inception']}", "~models.lpips_backbone",
+                                    "~models.lpips_heads", "~models.scene_classifier", "~models.object_classifier",
+                                    "~models.emotion_head", f"run.output_dir={out}", *extra])
+    setup_logging(None, main_process=False)
+    assert done.exit_code == 0, (done.output[-3000:], done.exception)
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def eval_models(ldm_dirs):
+    from emocli.evaluation.tiny import make_tiny_metric_weights
+
+    weights = make_tiny_metric_weights(ldm_dirs["root"] / "metrics")
+    return {"clip": ldm_dirs["models"]["clip"], "inception": weights["inception"]}
+
+
+def test_eval_prompt_layout_against_independent_values(ldm_dirs, eval_models, tmp_path):
+    """The test images themselves as 'generated' images: FID 0, CLIP-I matched 1; CLIP-I all-pairs and CLIP-T
+    equal cosines computed here with transformers' CLIPModel."""
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    from emocli.data.captions import PreparedCaptions
+    from emocli.samples import SampleWriter
+
+    test = PreparedCaptions(ldm_dirs["prepared"]).records("test")
+    with SampleWriter(tmp_path / "s") as writer:
+        for r in test:
+            writer.write("prompts", f"{r['id']}_00", Image.open(r["image"]).convert("RGB"),
+                         {"prompt": r["captions"][0], "seed": 0, "reference_id": r["id"]})
+        writer.commit(lambda out: out / "grid.png")
+    m = _eval(tmp_path / "s", ldm_dirs["prepared"], eval_models, tmp_path / "eval")
+    assert m["layout"] == "prompts" and m["counts"] == {"generated": 4, "reference": 4, "unreadable_reference": {}}
+    assert m["metrics"]["fid"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert m["metrics"]["clip_i"]["matched"] == pytest.approx(1.0, abs=1e-9)
+    model, processor = CLIPModel.from_pretrained(eval_models["clip"]), CLIPProcessor.from_pretrained(eval_models["clip"])
+    with torch.no_grad():
+        pix = processor(images=[Image.open(r["image"]).convert("RGB") for r in test], return_tensors="pt")
+        img = model.get_image_features(**pix)
+        img = getattr(img, "pooler_output", img).double().numpy()
+        ids = processor(text=[r["captions"][0] for r in test], return_tensors="pt", padding=True)
+        txt = model.get_text_features(**ids)
+        txt = getattr(txt, "pooler_output", txt).double().numpy()
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    assert m["metrics"]["clip_i"]["all_pairs"] == pytest.approx(float((img @ img.T).mean()), abs=1e-5)
+    assert m["metrics"]["clip_t"]["value"] == pytest.approx(float((img * txt).sum(1).mean()), abs=1e-5)
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "seed 004 (reported)" in report and "conventions unknown" in report and "82.65" in report
+
+
+def test_trained_run_samples_the_test_split_and_evaluates(ldm_dirs, trained, eval_models, tmp_path):
+    r = run_emo("sample", "--run", str(trained["four"]), "--prompts", str(ldm_dirs["prepared"]), "--steps", "2",
+                "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "s" / "prompts").glob("*.json"))]
+    assert len(sidecars) == 4 and all(s["reference_id"] for s in sidecars)
+    m = _eval(tmp_path / "s", ldm_dirs["prepared"], eval_models, tmp_path / "eval")
+    assert m["metrics"]["clip_i"]["n_matched"] == 4
+    assert all(np.isfinite(v) for v in m["table"].values()) and set(m["table"]) == {"FID", "CLIP-I", "CLIP-T"}
