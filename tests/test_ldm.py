@@ -304,14 +304,21 @@ def test_preflight_rejects_bad_inputs(ldm_dirs, tmp_path):
 @pytest.mark.slow
 def test_full_size_recipe_two_steps(tmp_path):
     """recipes/ldm.yaml's UNet, the SD 1.4 VAE and CLIP ViT-B/32 text architectures with random weights, 2 steps
-    at batch 64 x accumulation 2 on 256 px images."""
+    of accumulation 2 on 256 px images (batch 4 instead of 64, so that it fits a CPU), LPIPS and KL on."""
     from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from emocli.data.captions import prepare_captions, synth_captions
+    from emocli.metrics.lpips import LPIPS
     from emocli.testing.tiny import build_clip_tokenizer
     from emocli.worker import run_method
 
+    metric = LPIPS()  # AlexNet's real widths, random weights, in the files' layouts
+    lpips = (tmp_path / "alexnet.safetensors", tmp_path / "alex.safetensors")
+    save_file({k: v.contiguous() for k, v in metric.net.state_dict().items()}, str(lpips[0]))
+    save_file({f"lin{k}.model.1.weight": h.model[1].weight.contiguous() for k, h in enumerate(metric.heads)},
+              str(lpips[1]))
     tok = build_clip_tokenizer(tmp_path / "clip")
     CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
                                  num_attention_heads=8, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
@@ -320,19 +327,23 @@ def test_full_size_recipe_two_steps(tmp_path):
     AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                   up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
                   sample_size=256).save_pretrained(tmp_path / "sd" / "vae")
-    prepared = prepare_captions(synth_captions(tmp_path / "src", n=128, size=256), tmp_path / "prep",
+    prepared = prepare_captions(synth_captions(tmp_path / "src", n=8, size=256), tmp_path / "prep",
                                 test_fraction=0.0)
     recipe = load_recipe("ldm", [f"model.text_encoder={tmp_path / 'clip'}", f"model.vae={tmp_path / 'sd'}",
                                  f"data.prepared={prepared}", f"run.output_dir={tmp_path / 'run'}",
                                  "launch.mixed_precision='no'", "train.max_steps=2", "train.num_workers=0",
+                                 "train.batch_size=4", "loss.lpips_from_epoch=0", "loss.kl_from_epoch=0",
+                                 f"loss.lpips_backbone={lpips[0]}", f"loss.lpips_heads={lpips[1]}",
                                  "data.cache_latents=false", "data.cache_text=false", "~train.ema",
                                  "validation.prompts=[a red circle]", "validation.steps=1",
                                  "validation.images_per_prompt=1"])
     assert tuple(recipe.model.unet_config.block_out_channels) == (256, 512, 768)
+    assert recipe.train.grad_accum == 2 and recipe.data.resolution == 256
     run_method(prepare_run(recipe, ["test"]).dir, False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "loss" in r] == [1, 2] and all(np.isfinite(r["loss"]) for r in records
-                                                                          if "loss" in r)
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(np.isfinite(r["loss"]) and "loss_lpips" in r and "loss_kl"
+                                                        in r for r in steps)
     assert (tmp_path / "run" / "final" / "model" / "model_index.json").is_file()
 
 
