@@ -288,7 +288,7 @@ def test_cached_latents_and_text_match_online(ldm_dirs):
 def test_preflight_rejects_bad_inputs(ldm_dirs, tmp_path):
     from emocli.methods.ldm.preflight import preflight
 
-    with pytest.raises(EmoError, match="not a prepared caption folder"):
+    with pytest.raises(EmoError, match="data.prepared: .* is not a prepared caption folder"):
         preflight(_recipe(ldm_dirs, tmp_path, f"data.prepared={tmp_path}"))
     with pytest.raises(EmoError, match="model.vae"):
         preflight(_recipe(ldm_dirs, tmp_path, f"model.vae={tmp_path / 'nope'}"))

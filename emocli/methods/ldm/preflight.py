@@ -12,7 +12,10 @@ def preflight(recipe) -> None:
     def prepared_captions():
         from emocli.data.captions import PreparedCaptions
 
-        prepared = PreparedCaptions(recipe.data.prepared)
+        try:
+            prepared = PreparedCaptions(recipe.data.prepared)
+        except EmoError as e:
+            raise EmoError(f"data.prepared: {e.message}") from None
         counts = prepared.manifest.get("counts", {}).get("per_split", {})
         if not counts.get("train"):
             raise EmoError(f"data.prepared {prepared.path} has no training images (splits: {counts}); "

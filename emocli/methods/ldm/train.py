@@ -176,7 +176,9 @@ class LdmTask(TrainTask):
     def setup(self, accelerator):
         self.device, self.dtype = accelerator.device, weight_dtype(accelerator)
         for part in (self.text_encoder, self.vae):
-            part.to(self.device, dtype=self.dtype)
+            part.to(self.device)
+            if self.dtype != torch.float32:  # AMP: frozen parts in the compute dtype
+                part.to(dtype=self.dtype)
         if self.lpips is not None:
             self.lpips.to(self.device)
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
