@@ -410,7 +410,7 @@ def test_eval_prompt_layout_against_independent_values(ldm_dirs, eval_models, tm
 
 
 def test_trained_run_samples_the_test_split_and_evaluates(ldm_dirs, trained, eval_models, tmp_path):
-    r = run_emo("sample", "--run", str(trained["four"]), "--prompts", str(ldm_dirs["prepared"]), "--steps", "2",
+    r = run_emo("sample", "--run", str(trained["four"]), "--prompts", str(ldm_dirs["prepared"]), "--steps", "2", "--n", "1",
                 "--out", str(tmp_path / "s"))
     assert r.returncode == 0, r.stderr[-2000:]
     sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "s" / "prompts").glob("*.json"))]
