@@ -138,6 +138,17 @@ class _CaptionImages(torch.utils.data.Dataset):
     def __init__(self, records, data, latents=None):
         self.records, self.data, self.latents = records, data, latents
 
+    def __getstate__(self):  # DataLoader workers reopen the memory map instead of receiving a pickled copy
+        state = dict(self.__dict__)
+        if isinstance(self.latents, np.memmap):
+            state["latents"] = ("memmap", self.latents.filename)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("latents"), tuple):
+            state["latents"] = np.load(state["latents"][1], mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)
+
     def __len__(self):
         return len(self.records)
 
