@@ -5,8 +5,11 @@ vs a plain `train_text_to_image.py`-style loop, same models, same data, same bat
     python benchmarks/ldm_train.py --shape small            # SD's VAE layout (x8, 4 levels) and a 3-level UNet, narrow
     python benchmarks/ldm_train.py --full --device cuda     # seed 004's shape: recipes/ldm.yaml's UNet, SD VAE, CLIP-B/32
 
-Every configuration runs `--rounds` times, interleaved (ours, plain, cached, ours, ...); the median samples/s
-of each, measured after `--warmup` steps, and the ratios to the plain loop are printed.
+`--mode runs` (default): every configuration runs `--rounds` times, interleaved (ours, plain, cached, ours,
+...), ours through the real `fit`; the median samples/s of each, measured over the second half of the steps.
+`--mode steps`: the three set up once in one process, then single optimizer steps alternate between them
+(ours = `LdmTask.loss` + backward + AdamW, what `fit` runs per step), so a busy machine slows all three alike;
+the median step time of each is compared.
 """
 
 from __future__ import annotations
@@ -139,6 +142,55 @@ def plain(recipe, steps: int, warmup: int, device: str) -> float:
     return (steps - warmup) * recipe.train.batch_size / (time.perf_counter() - start)
 
 
+def interleaved_steps(recipes: dict, steps: int) -> dict[str, list[float]]:
+    """Per configuration, the seconds of each of `steps` optimizer steps, the configurations taking turns."""
+    from accelerate import Accelerator
+
+    from emocli.data.captions import PreparedCaptions
+    from emocli.methods.ldm.train import LdmTask, tokenize, vae_pixels
+    from emocli.runs import prepare_run
+
+    acc = Accelerator(cpu=True)
+    setups = {}
+    for name, recipe in recipes.items():
+        task = LdmTask(recipe, prepare_run(recipe, ["benchmark"]))
+        task.setup(acc)
+        opt = torch.optim.AdamW(task.model.parameters(), lr=recipe.optim.lr)
+        n = recipe.train.batch_size
+        if name == "plain loop":  # the example's step: tokenize + VAE + text encoder inline, no emo machinery
+            records = PreparedCaptions(recipe.data.prepared).records("train")[:n]
+
+            def step(task=task, opt=opt, records=records, d=recipe.data, n=n):
+                pixels = torch.stack([vae_pixels(r["image"], d.resolution, d.center_crop) for r in records])
+                ids = tokenize(task.tokenizer, [r["captions"][0] for r in records])
+                with torch.no_grad():
+                    latents = task.vae.encode(pixels).latent_dist.sample() * task.vae.config.scaling_factor
+                    hidden = task.text_encoder(ids, return_dict=False)[0]
+                noise = torch.randn_like(latents)
+                t = torch.randint(0, 1000, (n,))
+                pred = task.model(task.noise_scheduler.add_noise(latents, noise, t), t, hidden).sample
+                F.mse_loss(pred.float(), noise.float()).backward()
+                torch.nn.utils.clip_grad_norm_(task.model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad()
+        else:
+            def step(task=task, opt=opt, n=n):
+                batch = torch.utils.data.default_collate([task.train_dataset[i] for i in range(n)])
+                task.loss(task.model, batch)[0].backward()
+                torch.nn.utils.clip_grad_norm_(task.model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad()
+        setups[name] = step
+    times = {name: [] for name in setups}
+    for i in range(steps + 1):
+        for name, step in setups.items():
+            t = time.perf_counter()
+            step()
+            if i:  # the first step of each is a warm-up
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=("tiny", "small", "seed"), default="tiny")
@@ -148,6 +200,7 @@ def main():
     p.add_argument("--steps", type=int, default=8, help="steps per measurement (the second half is timed)")
     p.add_argument("--images", type=int, default=None, help="training images (default: 2 batches)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--mode", choices=("runs", "steps"), default="runs")
     args = p.parse_args()
     shape = "seed" if args.full else args.shape
     batch = args.batch or (64 if shape == "seed" else 8)
@@ -159,6 +212,20 @@ def main():
         size = models["resolution"]
         prepared = prepare_captions(synth_captions(root / "src", n=args.images or 2 * batch, size=max(64, size)),
                                     root / "prepared", test_fraction=0.0)
+        if args.mode == "steps":
+            cached = ["data.cache_latents=true", "data.cache_text=true", f"data.cache_dir={root / 'cache'}"]
+            recipes = {name: recipe_for(shape, models, "cpu", root, prepared, root / name.replace(" ", "_").replace(
+                ",", ""), batch, args.steps, extra) for name, extra in (("plain loop", []), ("emo train ldm", []),
+                                                                        ("emo train ldm, cached", cached))}
+            times = interleaved_steps(recipes, args.steps)
+            base = statistics.median(times["plain loop"])
+            print(f"\nshape {shape}, cpu, batch {batch}, {args.steps} interleaved steps each (median step time)")
+            for name, values in times.items():
+                m = statistics.median(values)
+                print(f"{name:24s} {batch / m:8.2f} samples/s  x{base / m:.2f} vs plain")
+            print(f"cached latents + text vs online (both emo): "
+                  f"x{statistics.median(times['emo train ldm']) / statistics.median(times['emo train ldm, cached']):.2f}")
+            return
         runs = {"plain loop": [], "emo train ldm": [], "emo train ldm, cached": []}
         for r in range(args.rounds):
             runs["emo train ldm"].append(ours(recipe_for(shape, models, args.device, root, prepared, root / f"ours{r}", batch,
