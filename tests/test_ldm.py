@@ -409,6 +409,7 @@ def test_eval_prompt_layout_against_independent_values(ldm_dirs, eval_models, tm
     assert "seed 004 (reported)" in report and "conventions unknown" in report and "82.65" in report
 
 
+@pytest.mark.slow  # a subprocess `emo sample` plus an evaluation: the chain; the metrics are tested above
 def test_trained_run_samples_the_test_split_and_evaluates(ldm_dirs, trained, eval_models, tmp_path):
     r = run_emo("sample", "--run", str(trained["four"]), "--prompts", str(ldm_dirs["prepared"]), "--steps", "2", "--n", "1",
                 "--out", str(tmp_path / "s"))
