@@ -80,6 +80,15 @@ METHODS: dict[str, Method] = {
             "EmoSet; validation accuracy and confusion matrix",
         ),
         Method(
+            name="ldm",
+            schema="emocli.methods.ldm.config:LdmRecipe",
+            entry="emocli.methods.ldm.train:main",
+            default_recipe="ldm",
+            summary="Text-conditional latent diffusion from scratch (seed 004): a UNet on a frozen CLIP text "
+            "encoder and SD VAE, trained on captioned images; final/ is a StableDiffusionPipeline",
+            preflight="emocli.methods.ldm.preflight:preflight",
+        ),
+        Method(
             name="eval-generation",
             schema="emocli.methods.eval_generation.config:EvalGenerationRecipe",
             entry="emocli.methods.eval_generation.evaluate:main",

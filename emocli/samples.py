@@ -4,6 +4,13 @@
     OUT/<emotion>/<name>.json   every parameter needed to reproduce it
     OUT/grid.png                one row per emotion (labelled), for a person to look at
 
+Prompt-conditioned samplers (`emo sample --run LDM_RUN --prompt ...`) write instead:
+
+    OUT/prompts/<name>.png      the image; <name> is <reference id or prompt number>_<k>
+    OUT/prompts/<name>.json     prompt, seed, latent_seed, reference_id (the test record's id when the
+                                prompts are a prepared caption test split, else null), sampler settings
+    OUT/grid.png                one row per prompt (the first 8 prompts, labelled)
+
 `SampleWriter` writes a run of samples into a staging folder next to OUT and moves them in only when
 every image is written, so a failure (a full disk) leaves OUT as it was.
 """
@@ -59,15 +66,16 @@ class SampleWriter:
         self.count += 1
         return self.out / emotion / f"{name}.png"
 
-    def commit(self) -> Path:
-        """Move the staged samples into OUT (same file system: renames) and write OUT/grid.png."""
+    def commit(self, write_grid_to=None) -> Path:
+        """Move the staged samples into OUT (same file system: renames) and write OUT/grid.png
+        (`write_grid_to(out)`: another grid, e.g. `write_prompt_grid` for the prompt layout)."""
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             for folder in sorted(p for p in self.stage.iterdir() if p.is_dir()):
                 (self.out / folder.name).mkdir(exist_ok=True)
                 for file in sorted(folder.iterdir(), key=lambda f: f.suffix != ".json"):  # sidecars first
                     file.replace(self.out / folder.name / file.name)
-            return write_grid(self.out)
+            return (write_grid_to or write_grid)(self.out)
         except OSError as e:
             raise io_failed(e, self.out, "write samples to") from None
 
@@ -109,5 +117,45 @@ def write_grid(out: Path, max_per_row: int = 8, cell: int | None = None) -> Path
     path = Path(out) / "grid.png"
     tmp = path.with_name(".grid.png.tmp")
     grid(rows, cell=cell).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+PROMPT_FOLDER = "prompts"
+
+
+def write_prompt_sample(writer: SampleWriter, name: str, image: Image.Image, params: dict) -> Path:
+    """OUT/prompts/<name>.png + <name>.json through a SampleWriter; the sidecar needs at least prompt, seed and
+    reference_id."""
+    missing = [k for k in ("prompt", "seed", "reference_id") if k not in params]
+    if missing:
+        raise ValueError(f"prompt sample sidecar lacks {missing}")
+    return writer.write(PROMPT_FOLDER, name, image, params)
+
+
+def read_prompt_samples(out: Path) -> list[tuple[Path, dict]]:
+    """[(png, sidecar)] of a prompt layout, sorted by name."""
+    folder = Path(out) / PROMPT_FOLDER
+    pairs = []
+    for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        sidecar = png.with_suffix(".json")
+        pairs.append((png, json.loads(sidecar.read_text()) if sidecar.is_file() else {}))
+    return pairs
+
+
+def write_prompt_grid(out: Path, max_rows: int = 8, max_per_row: int = 8) -> Path:
+    rows: dict[str, list[Image.Image]] = {}
+    for png, params in read_prompt_samples(out):
+        prompt = str(params.get("prompt", png.stem))
+        if prompt not in rows and len(rows) >= max_rows:
+            continue
+        images = rows.setdefault(prompt, [])
+        if len(images) < max_per_row:
+            images.append(Image.open(png))
+    first = next((images[0] for images in rows.values() if images), None)
+    cell = min(256, max(64, first.width if first else 128))
+    path = Path(out) / "grid.png"
+    tmp = path.with_name(".grid.png.tmp")
+    grid([(p[:36], images) for p, images in rows.items()], cell=cell, label_width=220).save(tmp, format="PNG")
     tmp.replace(path)
     return path

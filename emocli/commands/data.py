@@ -17,11 +17,13 @@ app = typer.Typer(help="Prepare and synthesise datasets.", no_args_is_help=True)
 class SynthDataset(str, Enum):
     emoset = "emoset"
     avamerg = "avamerg"
+    captions = "captions"
 
 
 class PrepareDataset(str, Enum):
     emoset = "emoset"
     avamerg = "avamerg"
+    captions = "captions"
 
 
 def _logging() -> None:
@@ -37,7 +39,14 @@ def synth(
     n: int = typer.Option(..., "--n", min=1, help="Total number of images (avamerg: speaker/listener pairs)."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Write a small synthetic dataset in the exact official layout (real images and JSON files)."""
+    """Write a small synthetic dataset in the exact real layout: EmoSet (official release), AvaMERG
+    (JSON + media), or captioned shapes (train_info.json)."""
+    if dataset == SynthDataset.captions:
+        from emocli.data.captions import synth_captions
+
+        path = synth_captions(out, n=n, seed=seed)
+        typer.echo(f"wrote synthetic captions ({n} images) to {path}")
+        return
     if dataset == SynthDataset.avamerg:
         from emocli.data.avamerg_synth import synth_avamerg
 
@@ -67,10 +76,28 @@ def prepare(
                                              help="Fewest training images an attribute needs for the vocabulary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads that check images."),
+    test_fraction: float = typer.Option(0.05, "--test-fraction", min=0.0, max=0.99,
+                                        help="captions: images held out as the test split when the source "
+                                        "has none."),
 ):
     """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary
-    (emoset); speaker/listener pairs with frames and emotion labels, split by conversation (avamerg)."""
+    (emoset); speaker/listener pairs with frames and emotion labels, split by conversation (avamerg);
+    train/test caption JSONL (captions)."""
     import json
+
+    if dataset == PrepareDataset.captions:
+        from emocli.data.captions import prepare_captions
+
+        _logging()
+        path = prepare_captions(source, out, streaming=streaming, seed=seed, test_fraction=test_fraction,
+                                overwrite=overwrite, workers=workers)
+        manifest = json.loads((path / "prepare.json").read_text())
+        counts, bad = manifest["counts"], manifest["bad_image_count"]
+        typer.echo(f"prepared captions: {counts['total']} images "
+                   f"({', '.join(f'{s} {k}' for s, k in counts['per_split'].items())}), {counts['captions']} "
+                   f"captions, {bad} bad image{'s' * (bad != 1)} and {manifest['missing_caption_count']} "
+                   f"uncaptioned skipped -> {path}")
+        return
 
     if dataset == PrepareDataset.avamerg:
         from emocli.data.avamerg import prepare_avamerg

@@ -1,4 +1,5 @@
-"""`emo sample`: emotional images from a trained EmoGen run (or explicit SD + mapper + emotion space)."""
+"""`emo sample`: emotional images from a trained EmoGen run (or explicit SD + mapper + emotion space), or
+prompt-conditioned images from an `emo train ldm` run (the sampler follows the run's method)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from emocli.errors import EmoError
 
 
 def sample(
-    emotion: str = typer.Option(..., "--emotion", help="An EmoSet emotion, or 'all' for the 8."),
-    out: Path = typer.Option(..., "--out", help="Output folder: OUT/<emotion>/<name>.png + .json, OUT/grid.png."),
-    run: Optional[Path] = typer.Option(None, "--run", help="A trained `emo train emogen` run directory."),
+    emotion: Optional[str] = typer.Option(None, "--emotion", help="EmoGen: an EmoSet emotion, or 'all' for the 8."),
+    out: Path = typer.Option(..., "--out", help="Output folder: OUT/<emotion>/<name>.png + .json (EmoGen) or "
+                             "OUT/prompts/<name>.png + .json (LDM), and OUT/grid.png."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A trained `emo train emogen` or `emo train ldm` run."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="LDM: a prompt (repeatable)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="LDM: a text file (one prompt a line), or a "
+                                           "prepared caption folder / its test.jsonl (the test split's captions)."),
     obj: Optional[str] = typer.Option(None, "--object", help="Object word after the emotion token, e.g. cup."),
     fuse: Optional[str] = typer.Option(None, "--fuse", help="A second emotion: two emotion tokens in one prompt."),
     mix: Optional[float] = typer.Option(None, "--mix", min=0.0, max=1.0,
                                         help="With --fuse: one token from the emotion space interpolated this far."),
-    n: int = typer.Option(4, "--n", min=1, help="Images per emotion."),
+    n: int = typer.Option(4, "--n", min=1, help="Images per emotion (EmoGen) or per prompt (LDM)."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Default: the run's sample.steps (50)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0),
@@ -30,8 +35,29 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
 ):
-    """Generate emotional images: `emo sample --run RUN --emotion fear --object cup --n 8 --out OUT`."""
+    """Generate images: `emo sample --run RUN --emotion fear --n 8 --out OUT` (EmoGen) or
+    `emo sample --run LDM_RUN --prompt "a red circle" --out OUT` (LDM)."""
     from emocli.emotions import EMOSET
+
+    if run is not None and (run / "final" / "ldm.json").is_file():
+        if emotion or obj or fuse or mix is not None:
+            raise EmoError(f"{run} is an LDM run: give --prompt/--prompts, not --emotion/--object/--fuse/--mix")
+        import torch
+
+        from emocli.methods.ldm.sample import sample_run
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        if dtype != "auto" and dtype not in dtypes:
+            raise EmoError(f"unknown --dtype {dtype!r}; valid: auto, fp32, fp16, bf16")
+        count = sample_run(run, prompt, prompts, out, n, seed, steps, guidance, scheduler, dev,
+                           dtypes.get(dtype, torch.float16 if dev == "cuda" else torch.float32))
+        typer.echo(f"{count} images in {out / 'prompts'}; grid: {out / 'grid.png'}")
+        return
+    if prompt or prompts:
+        raise EmoError("--prompt/--prompts need an `emo train ldm` run (--run); EmoGen samples take --emotion")
+    if emotion is None:
+        raise EmoError("give --emotion EMOTION (EmoGen), or --run LDM_RUN with --prompt (LDM)")
 
     emotions = list(EMOSET.labels) if emotion.strip().lower() == "all" else [EMOSET.validate(emotion)]
     if fuse is not None:

@@ -18,8 +18,10 @@ METRIC_NAMES: tuple[str, ...] = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "cli
 
 
 class EvalDataSection(Section):
-    samples: str = Field(..., description="a folder written by `emo sample`: <emotion>/<name>.png + .json")
-    prepared: str = Field(..., description="a prepared EmoSet folder (`emo data prepare emoset`)")
+    samples: str = Field(..., description="a folder written by `emo sample`: <emotion>/<name>.png + .json, or "
+                         "prompts/<name>.png + .json (LDM)")
+    prepared: str = Field(..., description="a prepared EmoSet folder (`emo data prepare emoset`), or a caption "
+                          "folder (`emo data prepare captions`) for prompt samples")
     # "all": every image of the emotion, whatever its split (EmoGen's FID reference); or one split.
     reference_split: Literal["all", "train", "val", "test"] = "all"
     max_reference_per_emotion: Optional[int] = Field(None, ge=2, description="cap for quick runs (first N)")

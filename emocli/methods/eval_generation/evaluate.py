@@ -238,7 +238,10 @@ def evaluate_generation(recipe, out_dir) -> dict:
         reference_stats,
         stats_root,
     )
+    from emocli.methods.eval_generation.prompts import evaluate_prompt_layout, is_prompt_layout
 
+    if is_prompt_layout(recipe.data.samples):  # `emo sample --run LDM_RUN --prompts ...`: FID, CLIP-I, CLIP-T
+        return evaluate_prompt_layout(recipe, out_dir)
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     data, models, cfg = recipe.data, recipe.models, recipe.metrics

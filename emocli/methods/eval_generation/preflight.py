@@ -11,6 +11,16 @@ from emocli.errors import EmoError
 def preflight(recipe) -> None:
     d, models = recipe.data, recipe.models
 
+    prompts = (Path(str(d.samples)).expanduser() / "prompts").is_dir()  # the LDM layout: a caption folder
+
+    def prepared():
+        if prompts:
+            from emocli.data.captions import PreparedCaptions
+
+            PreparedCaptions(d.prepared)
+        else:
+            pf.prepared_splits(d.prepared, [] if d.reference_split == "all" else [d.reference_split], "data.prepared")
+
     def samples():
         folder = pf.local_path(d.samples, "data.samples", "samples folder (`emo sample --out`)", kind="folder")
         if folder is not None and not any(p.is_dir() and any(p.glob("*.png")) for p in Path(folder).iterdir()):
@@ -21,8 +31,7 @@ def preflight(recipe) -> None:
     pf.check_all(
         lambda: pf.device(models.device, "models.device"),
         samples,
-        lambda: pf.prepared_splits(d.prepared, [] if d.reference_split == "all" else [d.reference_split],
-                                   "data.prepared"),
+        prepared,
         lambda: pf.model_source(models.clip, "models.clip", "CLIP"),
         *[(lambda key=key, value=value: pf.local_path(value, f"models.{key}", "weights")) for key, value in weights],
     )
