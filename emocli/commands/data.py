@@ -16,10 +16,12 @@ app = typer.Typer(help="Prepare and synthesise datasets.", no_args_is_help=True)
 
 class SynthDataset(str, Enum):
     emoset = "emoset"
+    artemis = "artemis"
 
 
 class PrepareDataset(str, Enum):
     emoset = "emoset"
+    artemis = "artemis"
 
 
 def _logging() -> None:
@@ -35,7 +37,14 @@ def synth(
     n: int = typer.Option(..., "--n", min=1, help="Total number of images."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Write a small synthetic dataset in the exact official layout (real JPEGs and JSON files)."""
+    """Write a small synthetic dataset in the exact official layout (real JPEGs and JSON/CSV files)."""
+    if dataset is SynthDataset.artemis:
+        from emocli.data.artemis_synth import synth_artemis
+
+        path = synth_artemis(out, n=n, seed=seed)
+        typer.echo(f"wrote synthetic artemis ({n} artworks, 5 annotations each; CSVs, wikiart/, "
+                   f"synthetic-vad-lexicon.txt) to {path}")
+        return
     from emocli.data.synth import synth_emoset
 
     path = synth_emoset(out, n=n, seed=seed)
@@ -45,24 +54,47 @@ def synth(
 @app.command()
 def prepare(
     dataset: PrepareDataset = typer.Argument(..., help="Which dataset to prepare."),
-    source: str = typer.Option(..., "--source", help="An official release folder, a parquet/JSONL export "
-                               "(file or folder), a `datasets` saved folder, or a Hub dataset id."),
+    source: str = typer.Option(..., "--source", help="EmoSet: an official release folder, a parquet/JSONL export "
+                               "(file or folder), a `datasets` saved folder, or a Hub dataset id. ArtEmis: "
+                               "artemis_preprocessed.csv, or the release / v2 combined CSV."),
+    images: Optional[Path] = typer.Option(None, "--images", help="ArtEmis only: the WikiArt image folder "
+                                          "(<style>/<painting>.jpg)."),
     out: Path = typer.Option(..., "--out", help="Output folder (created; see docs/data.md)."),
     streaming: bool = typer.Option(False, "--streaming", help="Stream a Hub dataset instead of downloading it."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the balanced lists."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="EmoSet: seed of the balanced lists (default 0). "
+                                       "ArtEmis release CSVs: seed of the split by artwork (default 2021)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only these splits (comma-separated)."),
     min_attribute_images: int = typer.Option(3, "--min-attribute-images", min=1,
                                              help="Fewest training images an attribute needs for the vocabulary."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing prepared folder."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads that check images."),
 ):
-    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary."""
+    """Prepare a dataset. EmoSet: canonical records, primary attributes, balanced lists, attribute vocabulary.
+    ArtEmis: per-artwork annotations and emotion histograms per split, the contrastive subset, COCO references."""
     import json
 
-    from emocli.data.prepare import prepare_emoset
+    from emocli.errors import EmoError
 
     _logging()
-    path = prepare_emoset(source, out, streaming=streaming, seed=seed, split=split,
+    if dataset is PrepareDataset.artemis:
+        from emocli.data.artemis import prepare_artemis
+
+        if images is None:
+            raise EmoError("emo data prepare artemis needs --images WIKIART_DIR (the <style>/<painting>.jpg folder)")
+        path = prepare_artemis(Path(source), images, out, seed=2021 if seed is None else seed, overwrite=overwrite,
+                               workers=workers)
+        m = json.loads((path / "prepare.json").read_text())
+        counts = m["counts"]
+        typer.echo(f"prepared artemis ({m['source_format']} CSV): artworks "
+                   f"{', '.join(f'{s} {n}' for s, n in counts['artworks'].items())}; contrastive train "
+                   f"{counts['train_contrastive']}; missing images {m['missing_image_count']}, corrupt "
+                   f"{m['corrupt_image_count']} (named in {path / 'prepare.json'}) -> {path}")
+        return
+    if images is not None:
+        raise EmoError("--images is for ArtEmis only; EmoSet sources carry their images")
+    from emocli.data.prepare import prepare_emoset
+
+    path = prepare_emoset(source, out, streaming=streaming, seed=seed or 0, split=split,
                           min_attribute_images=min_attribute_images, overwrite=overwrite, workers=workers)
     manifest = json.loads((path / "prepare.json").read_text())
     counts = manifest["counts"]["per_split"]
