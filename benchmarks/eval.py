@@ -56,9 +56,9 @@ def main():
     args = parser.parse_args()
 
     from emocli.data.emoset import load_rgb
-    from emocli.methods.eval_generation import backbones as bb
-    from emocli.methods.eval_generation.cache import FeatureCache, extract_features
-    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+    from emocli.evaluation import backbones as bb
+    from emocli.evaluation.cache import FeatureCache, extract_features
+    from emocli.evaluation.tiny import make_tiny_metric_weights
     from emocli.testing.tiny import make_tiny
 
     work = Path(tempfile.mkdtemp(prefix="emo-bench-eval-"))

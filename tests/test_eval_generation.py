@@ -24,7 +24,7 @@ OFFICIAL_HEAD = ("data", "emogen-official", "weights", "Clip_emotion_classifier"
 
 
 def _records(prepared: Path) -> list[dict]:
-    from emocli.methods.eval_generation.reference import read_records
+    from emocli.evaluation.reference import read_records
 
     return read_records(prepared)
 
@@ -55,7 +55,7 @@ def _write_samples(out: Path, records: list[dict], per_emotion: int, size: int |
 def env(emoset_tiny, tmp_path_factory):
     """Prepared synthetic EmoSet, tiny CLIP, tiny metric weights, samples, a trained tiny Emo-A head."""
     from emocli.commands.train import execute
-    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+    from emocli.evaluation.tiny import make_tiny_metric_weights
     from emocli.recipes.load import load_recipe
     from emocli.testing.tiny import make_tiny
 
@@ -155,7 +155,7 @@ def test_eval_generation_end_to_end(env, first_eval):
         assert len(status["computed"]) == 8 and Path(status["dir"]).is_relative_to(env["prepared"])
     report = (out / "report.md").read_text()
     assert "| Method | FID↓ | LPIPS↑ | Emo-A↑ | Sem-C↑ | Sem-D↑ | CLIP-I↑ | CLIP-T↑ |" in report
-    assert "| EmoGen (paper) | 41.60 | 0.717 | 76.25% | 0.633 | 0.0335 | – | – |" in report
+    assert "| EmoGen (paper) | 41.60 | 0.717 | 76.25% | 0.633 | 0.0335 | – | – | reference: EmoGen Table 1 |" in report
     assert "(this run)" in report and "## Conventions" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8  # confusion matrix + 7 per-emotion bar charts
@@ -170,7 +170,7 @@ def test_eval_generation_end_to_end(env, first_eval):
 def test_eval_metrics_agree_with_the_metric_library(env, first_eval):
     """LPIPS (cached pair distances) and CLIP-I (cached reference means) equal the library's direct forms."""
     from emocli.data.emoset import load_rgb
-    from emocli.methods.eval_generation.backbones import load_clip, load_lpips
+    from emocli.evaluation.backbones import load_clip, load_lpips
     from emocli.methods.eval_generation.evaluate import read_generated
     from emocli.metrics.clip_scores import clip_i, clip_image_features
     from emocli.metrics.lpips import lpips_diversity
@@ -312,7 +312,7 @@ def test_lowrank_fid_equals_frechet_distance():
 def test_feature_cache_keys_on_path_and_mtime(tmp_path):
     from PIL import Image
 
-    from emocli.methods.eval_generation.cache import FeatureCache, extract_features
+    from emocli.evaluation.cache import FeatureCache, extract_features
 
     paths = []
     for i in range(3):

@@ -42,7 +42,7 @@ def tiny_weights(
     clip_dim: int = typer.Option(32, "--clip-dim", min=1, help="Feature size of the Emo-A head (tiny CLIP: 32)."),
 ):
     """Random-weight Inception / AlexNet + LPIPS heads / ResNet-50s / Emo-A head for the tiny eval recipe."""
-    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+    from emocli.evaluation.tiny import make_tiny_metric_weights
 
     for key, path in make_tiny_metric_weights(out, seed=seed, clip_dim=clip_dim).items():
         typer.echo(f"models.{key}: {path}")

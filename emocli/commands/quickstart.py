@@ -82,7 +82,7 @@ def quickstart(
     timings["sample"] = time.perf_counter() - t
 
     t = step("7/7 emo eval generation (tiny random backbones: the numbers mean nothing)")
-    from emocli.methods.eval_generation.tiny import make_tiny_metric_weights
+    from emocli.evaluation.tiny import make_tiny_metric_weights
 
     weights = make_tiny_metric_weights(out / "models" / "metrics", seed=seed)
     eval_dir = out / "runs" / "eval"

@@ -47,3 +47,27 @@ def plot_confusion(counts, row_labels, col_labels, path, title: str, row_axis: s
                         color="white" if share[r, c] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
     return save_figure(fig, path)
+
+
+def plot_per_group(values, title: str, path, overall=None, percent: bool = False, intervals=None) -> Path:
+    """A bar per group (e.g. emotion) with an optional dashed overall line and optional error bars
+    (`intervals[group] = (low, high)`), as PNG. `percent` shows fractions as percentages."""
+    import numpy as np
+
+    plt = pyplot()
+    names = list(values)
+    scale = 100.0 if percent else 1.0
+    data = np.array([scale * values[n] for n in names], dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    yerr = None
+    if intervals:
+        lows = np.array([scale * intervals.get(n, (values[n], values[n]))[0] for n in names])
+        highs = np.array([scale * intervals.get(n, (values[n], values[n]))[1] for n in names])
+        yerr = np.clip(np.stack([data - lows, highs - data]), 0, None)
+    ax.bar(range(len(names)), data, color="#4c72b0", yerr=yerr, capsize=3 if yerr is not None else 0)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    if overall is not None:
+        ax.axhline(scale * overall, color="#dd8452", linestyle="--", label="overall")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_title(title)
+    return save_figure(fig, path)

@@ -34,7 +34,7 @@ class _LazyClip:
     """Raw CLIP image features; the model loads only when some image is not cached yet."""
 
     def __init__(self, source: str, device: torch.device, batch_size: int):
-        from emocli.methods.eval_generation.backbones import clip_identity
+        from emocli.evaluation.backbones import clip_identity
 
         self.source, self.device, self.batch_size = source, device, batch_size
         self.identity = clip_identity(source)
@@ -42,7 +42,7 @@ class _LazyClip:
 
     def __call__(self, images):
         if self._extractor is None:
-            from emocli.methods.eval_generation.backbones import ClipImageExtractor, load_clip
+            from emocli.evaluation.backbones import ClipImageExtractor, load_clip
 
             model, processor = load_clip(self.source, "model.clip", self.device)
             self._extractor = ClipImageExtractor(model, processor, self.source, self.batch_size)
@@ -62,8 +62,8 @@ class _Features(torch.utils.data.Dataset):
 
 class EmotionClassifierTask(TrainTask):
     def __init__(self, run: Run, accelerator):
-        from emocli.methods.eval_generation.backbones import resolve_device
-        from emocli.methods.eval_generation.reference import read_records
+        from emocli.evaluation.backbones import resolve_device
+        from emocli.evaluation.reference import read_records
         from emocli.metrics.emotion import EmotionHead
 
         self.recipe = recipe = run.recipe
@@ -104,7 +104,7 @@ class EmotionClassifierTask(TrainTask):
         self.train_dataset = _Features(x, y)
 
     def _extract(self, cache_dir, extractor) -> None:
-        from emocli.methods.eval_generation.cache import FeatureCache, extract_features
+        from emocli.evaluation.cache import FeatureCache, extract_features
 
         batch_size = self.recipe.data.feature_batch_size
         for split, recs in self.splits.items():
@@ -153,9 +153,9 @@ class EmotionClassifierTask(TrainTask):
     def finish(self, model, accelerator, run: Run):
         if not accelerator.is_main_process:
             return
-        from emocli.methods.eval_generation.report import plot_confusion
         from emocli.metrics.classification import macro_f1
         from emocli.metrics.emotion import emotion_accuracy
+        from emocli.metrics.plots import plot_confusion
 
         model.eval()
         device = next(model.parameters()).device
@@ -177,7 +177,8 @@ class EmotionClassifierTask(TrainTask):
                 metrics.setdefault("reference_head", {"source": str(self.recipe.model.reference_head)})[split] = {
                     k: ref[k] for k in ("accuracy", "polarity_accuracy", "mean_true_prob", "per_emotion", "confusion")}
         shown = self.val_split or self.recipe.data.train_split
-        plot_confusion(metrics[shown]["confusion"], list(EMOSET.labels), run.final / "confusion_matrix.png",
+        plot_confusion(metrics[shown]["confusion"], list(EMOSET.labels), list(EMOSET.labels),
+                       run.final / "confusion_matrix.png",
                        title=f"Emo-A head, {shown} split (accuracy {100 * metrics[shown]['accuracy']:.1f}%)")
         write_json_atomic(run.final / "metrics.json", metrics)
         log.info("accuracy: %s", ", ".join(f"{s} {100 * metrics[s]['accuracy']:.2f}%" for s in self.splits

@@ -31,7 +31,7 @@ import torch
 
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
-from emocli.runs import Run, write_json_atomic
+from emocli.runs import Run
 
 log = logging.getLogger("emocli")
 
@@ -138,7 +138,7 @@ def lpips_scores(generated: dict[str, list[Path]], model, pairs_per_emotion: int
     """LPIPS diversity over the same within-emotion pairs as `emocli.metrics.lpips.lpips_diversity`, with the
     distance of every pair cached (keyed by both images' path + mtime). Returns (result, counts)."""
     from emocli.data.emoset import CorruptImage, load_rgb
-    from emocli.methods.eval_generation.cache import digest, image_key
+    from emocli.evaluation.cache import digest, image_key
     from emocli.metrics.common import to_uint8_chw, within_group_pairs
 
     file = cache_dir / f"lpips-{digest(identity)}.json"
@@ -230,9 +230,9 @@ def _split(features: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Ten
 
 def evaluate_generation(recipe, out_dir) -> dict:
     """Compute everything for `recipe`, write the outputs into `out_dir`, return the metrics.json dict."""
-    from emocli.methods.eval_generation import backbones as bb
-    from emocli.methods.eval_generation.cache import FeatureCache, extract_features, file_identity
-    from emocli.methods.eval_generation.reference import (
+    from emocli.evaluation import backbones as bb
+    from emocli.evaluation.cache import FeatureCache, extract_features, file_identity
+    from emocli.evaluation.reference import (
         normalise,
         reference_images,
         reference_stats,
@@ -388,7 +388,6 @@ def evaluate_generation(recipe, out_dir) -> dict:
                   "reference": ref_status},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
-    write_json_atomic(out_dir / "metrics.json", result)
     with (out_dir / "per_image.jsonl").open("w") as f:
         for row in per_image:
             f.write(json.dumps(row) + "\n")

@@ -1,17 +1,13 @@
-"""Reports of `emo eval generation`: report.md (EmoGen Table 1's shape), report.html (self-contained), plots,
-and `--compare RUN_A RUN_B`.
+"""Reports of `emo eval generation` on the shared report module (`emocli.evaluation.report`): metrics.json,
+report.md (EmoGen Table 1's shape), report.html, plots, and `--compare RUN_A RUN_B`.
 
-Plots are matplotlib PNGs (Agg backend, no display needed) under ``RUN/plots/``; the HTML embeds them and the
-image thumbnails as base64, so the one file can be mailed or attached as it is.
+Plots are matplotlib PNGs (Agg backend) under ``RUN/plots/``; with ``report.embed_images`` the HTML embeds
+them and the image thumbnails as base64 (one self-contained file), otherwise it links them relatively.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import os
 from pathlib import Path
 
 from emocli.errors import EmoError
@@ -34,104 +30,124 @@ PAPER_NOTE = ("Paper rows: EmoGen Table 1 (official README). The paper does not 
               "variant. CLIP-I and CLIP-T are not in the paper.")
 
 
+DIGITS = {"FID": 2, "LPIPS": 3, "Emo-A": 2, "Sem-C": 3, "Sem-D": 4, "CLIP-I": 3, "CLIP-T": 3}
+PAPER_SOURCE = "EmoGen Table 1"
+
+
 def fmt(column: str, value) -> str:
-    if value is None:
-        return "–"
-    if column == "Emo-A":
-        return f"{100 * value:.2f}%"
-    digits = {"FID": 2, "LPIPS": 3, "Sem-C": 3, "Sem-D": 4, "CLIP-I": 3, "CLIP-T": 3}.get(column, 4)
-    if abs(value) < 0.5 * 10 ** -digits:
-        value = 0.0  # no "-0.00" for round-off around zero (an FID of identical sets)
-    return f"{value:.{digits}f}"
+    from emocli.evaluation.report import Column
+
+    return Column(column, column, digits=DIGITS.get(column, 4), percent=column == "Emo-A").format(value)
 
 
 def header(column: str) -> str:
     return column + ("↓" if not HIGHER_IS_BETTER[column] else "↑")
 
 
-# --------------------------------------------------------------------------------------------- plots
+# --------------------------------------------------------------------------------------------- the report
 
 
-def _pyplot():
-    from emocli.metrics.plots import pyplot
+def table_columns() -> list:
+    from emocli.evaluation.report import Column
 
-    return pyplot()
-
-
-def plot_confusion(confusion, labels, path, title: str = "Emo-A confusion matrix") -> Path:
-    """Rows: intended emotion, columns: predicted (emocli.metrics.plots)."""
-    from emocli.metrics.plots import plot_confusion as plot
-
-    return plot(confusion, labels, labels, path, title, row_axis="intended")
+    return [Column(c, c, HIGHER_IS_BETTER[c], digits=DIGITS.get(c, 4), percent=c == "Emo-A") for c in COLUMNS]
 
 
-def plot_per_emotion(values: dict, title: str, path, overall=None, percent: bool = False) -> Path:
-    plt = _pyplot()
-    names = list(values)
-    data = [100 * values[n] if percent else values[n] for n in names]
-    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
-    ax.bar(range(len(names)), data, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    if overall is not None:
-        ax.axhline(100 * overall if percent else overall, color="#dd8452", linestyle="--", label="overall")
-        ax.legend(loc="best", fontsize=8)
-    ax.set_title(title)
-    from emocli.metrics.plots import save_figure
-
-    return save_figure(fig, path)
+def row_flags(result: dict) -> list[str]:
+    """Warnings that belong in this run's Table-1 row: metrics computed with non-reference weights."""
+    flags = []
+    for col in COLUMNS:
+        weights = (result["metrics"].get(KEYS[col]) or {}).get("weights") or {}
+        for what, info in weights.items():
+            if isinstance(info, dict) and info.get("status") not in (None, "verified"):
+                flags.append(f"{col}: {info['status']} {what} weights ({info.get('why', '')})".replace(" ()", ""))
+    return flags
 
 
-# --------------------------------------------------------------------------------------------- markdown
+def build_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_image: list[dict]):
+    """The `emocli.evaluation.report.Report` of one `emo eval generation` run (plots are written here)."""
+    from emocli.evaluation.report import Column, Image, Report, Row
+    from emocli.metrics.plots import plot_confusion, plot_per_group
 
-
-def _table1_rows(result: dict, paper_rows: bool) -> list[tuple[str, dict]]:
-    rows = [(f"{name} (paper)", values) for name, values in PAPER_ROWS] if paper_rows else []
-    rows.append((f"{result['name']} (this run)", result["table1"]))
-    return rows
-
-
-def _per_emotion_rows(result: dict) -> list[list[str]]:
-    metrics, counts = result["metrics"], result["counts"]["generated"]
-    out = []
-    for e in result["emotions"]:
-        row = [e, str(counts.get(e, 0))]
-        for col in COLUMNS:
-            m = metrics.get(KEYS[col])
-            row.append(fmt(col, m["per_emotion"].get(e)) if m else "–")
-        out.append(row)
-    return out
-
-
-def markdown_report(result: dict, paper_rows: bool = True) -> str:
     n = sum(result["counts"]["generated"].values())
-    lines = [f"# emo eval generation: {result['name']}", "",
-             f"- samples: `{result['samples']}` ({n} images, {len(result['emotions'])} emotions)",
-             f"- reference: `{result['prepared']}`, split `{result['reference_split']}`",
-             f"- run: `{result['run']}` ({result['time']})", "",
-             "## EmoGen Table 1 shape", "",
-             "| Method | " + " | ".join(header(c) for c in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
-    for name, values in _table1_rows(result, paper_rows):
-        lines.append(f"| {name} | " + " | ".join(fmt(c, values.get(c)) for c in COLUMNS) + " |")
-    lines.append("")
-    if paper_rows:
-        lines += [PAPER_NOTE, ""]
-    lines += ["## Per emotion", "", "| emotion | images | " + " | ".join(header(c) for c in COLUMNS) + " |",
-              "|---|---|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in _per_emotion_rows(result)]
-    lines += ["", "## Conventions", ""]
+    report = Report(f"emo eval generation: {result['name']}", facts={
+        "samples": f"`{result['samples']}` ({n} images, {len(result['emotions'])} emotions)",
+        "reference": f"`{result['prepared']}`, split `{result['reference_split']}`",
+        "run": f"`{result['run']}` ({result['time']})"})
+    columns = table_columns()
+    table = report.table("EmoGen Table 1 shape", columns,
+                         caption=PAPER_NOTE if report_cfg.paper_rows else "")
+    if report_cfg.paper_rows:
+        for name, values in PAPER_ROWS:
+            table.add(Row(f"{name} (paper)", values, reference=True, note=PAPER_SOURCE))
+    ci = {c: tuple(result["metrics"][KEYS[c]]["ci"]["pooled"]) for c in COLUMNS
+          if (result["metrics"].get(KEYS[c]) or {}).get("ci")}
+    table.add(Row(f"{result['name']} (this run)", result["table1"], ci=ci, flags=row_flags(result), highlight=True))
+
+    per = report.table("Per emotion", [Column("images", "images")] + columns, first_column="emotion")
+    for e in result["emotions"]:
+        values = {"images": result["counts"]["generated"].get(e, 0)}
+        cis = {}
+        for col in COLUMNS:
+            m = result["metrics"].get(KEYS[col])
+            if m:
+                values[col] = m["per_emotion"].get(e)
+                if (m.get("ci") or {}).get("per_emotion", {}).get(e):
+                    cis[col] = tuple(m["ci"]["per_emotion"][e])
+        per.add(Row(e, values, ci=cis))
+
+    bullets = []
     for col in COLUMNS:
         m = result["metrics"].get(KEYS[col])
         if m:
-            lines.append(f"- **{col}** `{m['convention']}`: {m['definition']}.")
+            bullets.append(f"**{col}** `{m['convention']}`: {m['definition']}.")
+    report.section("Conventions", bullets=bullets)
     extras = _extras(result)
     if extras:
-        lines += ["", "## Also reported", ""] + [f"- {x}" for x in extras]
+        report.section("Also reported", bullets=extras)
     if result["skipped"]:
-        lines += ["", "## Skipped", ""]
-        lines += [f"- **{KEY_NAMES.get(k, k)}** {why}" for k, why in result["skipped"].items()]
-    lines += ["", "## Features", "", _cache_line(result), ""]
-    return "\n".join(lines)
+        report.section("Skipped", bullets=[f"**{KEY_NAMES.get(k, k)}** {why}" for k, why in result["skipped"].items()])
+
+    if report_cfg.html:
+        m = result["metrics"]
+        if "emo_a" in m:
+            path = plot_confusion(m["emo_a"]["confusion"], m["emo_a"]["labels"], m["emo_a"]["labels"],
+                                  out_dir / "plots" / "emo_a_confusion.png", "Emo-A confusion matrix",
+                                  row_axis="intended")
+            report.plot("Emo-A confusion matrix", path)
+        for col in COLUMNS:
+            metric = m.get(KEYS[col])
+            if metric and metric["per_emotion"]:
+                arrow = "lower is better" if not HIGHER_IS_BETTER[col] else "higher is better"
+                path = plot_per_group(metric["per_emotion"], f"{col} per emotion ({arrow})",
+                                      out_dir / "plots" / f"per_emotion_{KEYS[col]}.png",
+                                      overall=metric["value"], percent=col == "Emo-A")
+                report.plot(f"{col} per emotion", path, alt=f"{col} per emotion")
+        if report_cfg.images_per_emotion:
+            rows_by_image = {row["image"]: row for row in per_image}
+            groups = {}
+            for emotion, paths in generated.items():
+                groups[emotion] = []
+                for p in paths[: report_cfg.images_per_emotion]:
+                    row, details = rows_by_image.get(str(p), {}), []
+                    if "emo_a_pred" in row:
+                        ok = row["emo_a_pred"] == emotion
+                        details.append((f"Emo-A: {row['emo_a_pred']} (p={row['emo_a_true_prob']:.2f})",
+                                        "ok" if ok else "bad"))
+                    if "sem_c" in row:
+                        details.append(f"Sem-C {row['sem_c']:.2f}")
+                    groups[emotion].append(Image(Path(p), Path(p).name, details))
+            report.gallery("Images", groups)
+    report.section("Features", paragraphs=[_cache_line(result)])
+    report.links("Files", [("metrics.json", out_dir / "metrics.json"), ("per-image rows", out_dir / "per_image.jsonl")])
+    return report
+
+
+def write_reports(result: dict, out_dir: Path, report_cfg, generated: dict, per_image: list[dict]) -> dict:
+    """metrics.json and report.md always; plots + report.html when `report.html` is on. Returns {kind: path}."""
+    out_dir = Path(out_dir)
+    report = build_report(result, out_dir, report_cfg, generated, per_image)
+    return report.write(out_dir, metrics=result, embed_images=report_cfg.embed_images, html=report_cfg.html)
 
 
 KEY_NAMES = {v: k for k, v in KEYS.items()}
@@ -160,121 +176,6 @@ def _cache_line(result: dict) -> str:
     for name, st in (result["cache"].get("reference") or {}).items():
         parts.append(f"reference {name}: {len(st['cached'])} emotions cached, {len(st['computed'])} computed")
     return "; ".join(parts) + f". Timings (s): {json.dumps(result['seconds'])}"
-
-
-# --------------------------------------------------------------------------------------------- HTML
-
-_CSS = """
-body { font-family: -apple-system, system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } th, td { border: 1px solid #ccc; padding: 4px 8px; }
-th { background: #f3f3f3; } tr.ours td { font-weight: bold; background: #eef5ff; }
-.grid { display: flex; flex-wrap: wrap; gap: 6px; } .cell { width: 136px; font-size: 11px; text-align: center; }
-.cell img { width: 128px; height: 128px; object-fit: cover; border: 1px solid #ddd; }
-.ok { color: #2a7d2a; } .bad { color: #b22; } img.plot { max-width: 100%; } code { background: #f6f6f6; }
-"""
-
-
-def _b64(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def _thumbnail(path: Path, size: int = 128) -> str:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((size, size))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def html_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_image: list[dict],
-                plots: dict[str, Path]) -> str:
-    esc = html.escape
-    rows_by_image = {row["image"]: row for row in per_image}
-    n = sum(result["counts"]["generated"].values())
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>emo eval: {esc(result['name'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>emo eval generation: {esc(result['name'])}</h1>",
-             f"<p>samples <code>{esc(result['samples'])}</code> ({n} images, {len(result['emotions'])} emotions); "
-             f"reference <code>{esc(result['prepared'])}</code>, split <code>{esc(result['reference_split'])}</code>; "
-             f"{esc(result['time'])}</p>",
-             "<h2>EmoGen Table 1 shape</h2><table><tr><th>Method</th>"
-             + "".join(f"<th>{esc(header(c))}</th>" for c in COLUMNS) + "</tr>"]
-    for name, values in _table1_rows(result, report_cfg.paper_rows):
-        cls = " class='ours'" if name.endswith("(this run)") else ""
-        parts.append(f"<tr{cls}><td>{esc(name)}</td>" + "".join(f"<td>{esc(fmt(c, values.get(c)))}</td>"
-                                                                for c in COLUMNS) + "</tr>")
-    parts.append("</table>")
-    if report_cfg.paper_rows:
-        parts.append(f"<p><small>{esc(PAPER_NOTE)}</small></p>")
-    parts.append("<h2>Per emotion</h2><table><tr><th>emotion</th><th>images</th>"
-                 + "".join(f"<th>{esc(header(c))}</th>" for c in COLUMNS) + "</tr>")
-    for row in _per_emotion_rows(result):
-        parts.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in row) + "</tr>")
-    parts.append("</table>")
-    if "confusion" in plots:
-        parts.append(f"<h2>Emo-A confusion matrix</h2><img class='plot' src='{_b64(plots['confusion'])}' "
-                     "alt='Emo-A confusion matrix'>")
-    bars = [c for c in COLUMNS if c in plots]
-    if bars:
-        parts.append("<h2>Per-emotion metrics</h2>")
-        parts += [f"<img class='plot' src='{_b64(plots[c])}' alt='{esc(c)} per emotion'>" for c in bars]
-    parts.append("<h2>Conventions</h2><ul>")
-    for col in COLUMNS:
-        m = result["metrics"].get(KEYS[col])
-        if m:
-            parts.append(f"<li><b>{esc(col)}</b> <code>{esc(m['convention'])}</code>: {esc(m['definition'])}.</li>")
-    parts += [f"<li>{esc(x)}</li>" for x in _extras(result)]
-    parts.append("</ul>")
-    if result["skipped"]:
-        parts.append("<h2>Skipped</h2><ul>" + "".join(f"<li><b>{esc(KEY_NAMES.get(k, k))}</b> {esc(why)}</li>"
-                                                      for k, why in result["skipped"].items()) + "</ul>")
-    if report_cfg.images_per_emotion:
-        parts.append("<h2>Images</h2>")
-        for emotion, paths in generated.items():
-            parts.append(f"<h3>{esc(emotion)}</h3><div class='grid'>")
-            for p in paths[: report_cfg.images_per_emotion]:
-                src = _thumbnail(p) if report_cfg.embed_images else esc(os.path.relpath(p, out_dir))
-                row = rows_by_image.get(str(p), {})
-                caption = esc(p.name)
-                if "emo_a_pred" in row:
-                    ok = row["emo_a_pred"] == emotion
-                    caption += (f"<br><span class='{'ok' if ok else 'bad'}'>Emo-A: {esc(row['emo_a_pred'])}</span>"
-                                f" (p={row['emo_a_true_prob']:.2f})")
-                if "sem_c" in row:
-                    caption += f"<br>Sem-C {row['sem_c']:.2f}"
-                parts.append(f"<div class='cell'><img src='{src}' alt='{esc(p.name)}'><br>{caption}</div>")
-            parts.append("</div>")
-    parts.append(f"<h2>Features</h2><p>{esc(_cache_line(result))}</p></body></html>")
-    return "\n".join(parts)
-
-
-def write_reports(result: dict, out_dir: Path, report_cfg, generated: dict, per_image: list[dict]) -> dict:
-    """report.md always; plots + report.html when `report.html` is on. Returns {kind: path}."""
-    out_dir = Path(out_dir)
-    written = {"markdown": out_dir / "report.md"}
-    (out_dir / "report.md").write_text(markdown_report(result, report_cfg.paper_rows), encoding="utf-8")
-    if not report_cfg.html:
-        return written
-    plots: dict[str, Path] = {}
-    m = result["metrics"]
-    if "emo_a" in m:
-        plots["confusion"] = plot_confusion(m["emo_a"]["confusion"], m["emo_a"]["labels"],
-                                            out_dir / "plots" / "emo_a_confusion.png")
-    for col in COLUMNS:
-        metric = m.get(KEYS[col])
-        if metric and metric["per_emotion"]:
-            arrow = "lower is better" if not HIGHER_IS_BETTER[col] else "higher is better"
-            plots[col] = plot_per_emotion(metric["per_emotion"], f"{col} per emotion ({arrow})",
-                                          out_dir / "plots" / f"per_emotion_{KEYS[col]}.png",
-                                          overall=metric["value"], percent=col == "Emo-A")
-    (out_dir / "report.html").write_text(html_report(result, out_dir, report_cfg, generated, per_image, plots),
-                                         encoding="utf-8")
-    written["html"] = out_dir / "report.html"
-    written.update({f"plot:{k}": v for k, v in plots.items()})
-    return written
 
 
 # --------------------------------------------------------------------------------------------- compare

@@ -26,7 +26,7 @@ import torch
 
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
-from emocli.methods.eval_generation.cache import digest, image_key
+from emocli.evaluation.cache import digest, image_key
 
 log = logging.getLogger("emocli")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from emocli.errors import EmoError
-from emocli.methods.eval_generation.cache import file_identity
+from emocli.evaluation.cache import file_identity
 
 log = logging.getLogger("emocli")
 
