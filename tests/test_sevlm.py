@@ -71,6 +71,12 @@ def test_prepare_release_csv_splits_by_artwork(workspace, tmp_path):
     counts = json.loads((out / "prepare.json").read_text())["counts"]["artworks"]
     assert counts["train"] > counts["test"] > counts["val"] > 0  # 85/5/10 by artwork
     assert json.loads((out / "prepare.json").read_text())["rules"]["min_tokens"] == 5
+    from typer.testing import CliRunner
+
+    from emocli.cli import app
+
+    result = CliRunner().invoke(app, ["data", "stats", str(out)])
+    assert result.exit_code == 0 and "contrastive train artworks" in result.output
 
 
 def test_bad_data_inputs_are_one_line_errors(workspace, tmp_path):

@@ -155,7 +155,7 @@ def import_emogen(
 
 @app.command()
 def stats(folder: Path = typer.Argument(..., help="A folder written by `emo data prepare`.")):
-    """Images per split and emotion, attribute coverage and bad images of a prepared folder."""
+    """Images per split and emotion, attribute coverage and bad images of a prepared folder (ArtEmis: counts)."""
     import json
 
     from rich.console import Console
@@ -170,10 +170,17 @@ def stats(folder: Path = typer.Argument(..., help="A folder written by `emo data
     try:
         m = json.loads(manifest_path.read_text())
         counts = m["counts"]
-        splits = list(m["splits"])
+        splits = list(m["splits"]) if m.get("dataset") != "artemis" else []
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise EmoError(f"cannot read {manifest_path}: {e}") from None
     console = Console(soft_wrap=True)
+    if m.get("dataset") == "artemis":
+        console.print(f"[bold]{folder}[/bold]  ArtEmis from {m.get('source')} ({m.get('source_format')} CSV)")
+        for kind in ("artworks", "annotations"):
+            console.print(f"{kind}: " + ", ".join(f"{s} {n}" for s, n in counts[kind].items()))
+        console.print(f"contrastive train artworks: {counts['train_contrastive']}; missing images "
+                      f"{m['missing_image_count']}, corrupt {m['corrupt_image_count']} (listed in {manifest_path})")
+        return
     console.print(f"[bold]{folder}[/bold]  source {m.get('source')} ({m.get('source_kind')}), seed {m.get('seed')}")
 
     table = Table(title="images per split and emotion")

@@ -220,18 +220,18 @@ class SevlmModel(nn.Module):
         self.contrastive_head = ContrastiveHead(dim) if config.contrastive_head else None
 
     def forward(self, image_tokens, batch: dict, loss_weights: dict | None = None):
-        """With `loss_weights`: (weighted loss, {loss name: value}); else GPT-2's output (logits, hidden states).
+        """With `loss_weights`: (weighted loss, {loss name: value}); else the logits (B, L, vocab).
 
         `image_tokens` (B, P, vision dim) holds one row per sequence; `batch` comes from `SequenceLayout.batch`.
         """
         if loss_weights is not None:
             return self.losses(image_tokens, batch, loss_weights)
-        out, _ = self.decode(image_tokens, batch["input_ids"], batch["attention_mask"], batch["segment_ids"],
-                             batch["explanation_start"])
-        return out
+        logits, _, _ = self.decode(image_tokens, batch["input_ids"], batch["attention_mask"], batch["segment_ids"],
+                                   batch["explanation_start"])
+        return logits
 
     def decode(self, image_tokens, input_ids, attention_mask, segment_ids, explanation_start):
-        """GPT-2 output (logits, hidden_states) over the sequence, and the projected image tokens."""
+        """(logits, final hidden states after GPT-2's last LayerNorm, projected image tokens)."""
         image_tokens = self.visual_proj(image_tokens)
         embeds = self.gpt.transformer.wte(input_ids)
         if self.config.vad_fusion:
@@ -240,18 +240,17 @@ class SevlmModel(nn.Module):
             vad = self.vad_encoder(self.token_vad[input_ids].to(embeds.dtype))
             fused = self.vad_fusion(torch.cat([embeds, vad], dim=-1))
             embeds = torch.where(explanation, fused, embeds)
-        out = self.gpt(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=segment_ids,
-                       encoder_hidden_states=image_tokens, output_hidden_states=True, use_cache=False)
-        return out, image_tokens
+        hidden = self.gpt.transformer(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=segment_ids,
+                                      encoder_hidden_states=image_tokens, use_cache=False).last_hidden_state
+        return self.gpt.lm_head(hidden), hidden, image_tokens
 
     def losses(self, image_tokens, batch, weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the LM, VAD and contrastive losses, and each loss for the log."""
-        out, image_tokens = self.decode(image_tokens, batch["input_ids"], batch["attention_mask"],
-                                        batch["segment_ids"], batch["explanation_start"])
-        logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
+        logits, hidden, image_tokens = self.decode(image_tokens, batch["input_ids"], batch["attention_mask"],
+                                                   batch["segment_ids"], batch["explanation_start"])
+        logits, labels = logits[:, :-1], batch["labels"][:, 1:]
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         total, logs = weights["lm"] * lm, {"loss_lm": lm.item()}
-        hidden = out.hidden_states[-1]  # after GPT-2's final LayerNorm
         positions = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
         in_explanation = (positions >= batch["explanation_start"][:, None]) & (batch["attention_mask"] > 0)
         if self.vad_head is not None and weights["vad"] > 0:
@@ -366,8 +365,7 @@ class SevlmPipeline:
         done = [False] * rows
         for _ in range(max_new_tokens):
             batch = {k: v.to(device) for k, v in layout.batch(sequences).items()}
-            out = model(image_tokens, batch)
-            logits = out.logits[:, -1].float()
+            logits = model(image_tokens, batch)[:, -1].float()
             logits[:, [layout.pad, layout.emotion_segment, layout.explanation_segment]] = float("-inf")
             if greedy:
                 next_ids = logits.argmax(-1)
@@ -427,12 +425,13 @@ def build_pipeline(vision_path: str | None, vision_config: dict | None, decoder_
         gpt = GPT2LMHeadModel.from_pretrained(decoder_path, add_cross_attention=True)
     else:
         gpt = GPT2LMHeadModel(GPT2Config(**{**(decoder_config or {}), "add_cross_attention": True}))
-    gpt.resize_token_embeddings(len(tokenizer))
+    if len(tokenizer) > gpt.config.vocab_size:  # the three added tokens (a random-weight decoder may be larger)
+        gpt.resize_token_embeddings(len(tokenizer))
     decoder = gpt.config.to_dict()
     for key in ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "model_type"):
         decoder.pop(key, None)
     decoder["pad_token_id"] = tokenizer.convert_tokens_to_ids(PAD)
     config = SevlmConfig(vision={"hidden_size": vision.config.hidden_size}, decoder=decoder, **options)
     needs_vad = config.vad_fusion or config.vad_head
-    token_vad = token_vad_table(tokenizer, lexicon) if needs_vad and lexicon else None
+    token_vad = token_vad_table(tokenizer, lexicon, gpt.config.vocab_size) if needs_vad and lexicon else None
     return SevlmPipeline(vision, SevlmModel(config, token_vad, gpt=gpt), tokenizer)

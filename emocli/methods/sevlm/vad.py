@@ -57,12 +57,13 @@ def read_lexicon(path) -> dict[str, tuple[float, float, float]]:
     return entries
 
 
-def token_vad_table(tokenizer, lexicon: dict[str, tuple[float, float, float]]):
-    """A float tensor (vocab size, 3): the VAD vector of every token id (see the module docstring)."""
+def token_vad_table(tokenizer, lexicon: dict[str, tuple[float, float, float]], rows: int | None = None):
+    """A float tensor (rows, default the vocabulary size, x 3): the VAD vector of every token id (see the
+    module docstring); rows past the tokenizer's vocabulary stay zero."""
     import simplemma
     import torch
 
-    table = torch.zeros(len(tokenizer), 3)
+    table = torch.zeros(max(rows or 0, len(tokenizer)), 3)
     special = set(tokenizer.all_special_ids)
     for token_id in range(len(tokenizer)):
         if token_id in special:
