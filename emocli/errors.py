@@ -24,3 +24,17 @@ def close_matches(word: str, options, n: int = 3) -> str:
 
     found = difflib.get_close_matches(str(word), [str(o) for o in options], n=n, cutoff=0.6)
     return f" (did you mean {', '.join(repr(f) for f in found)}?)" if found else ""
+
+
+def io_failed(error: OSError, path, doing: str, hint: str = "") -> EmoError:
+    """One line for an OSError while writing (disk full, permissions, ...): the path, the cause, what now.
+
+    E.g. "cannot write checkpoint runs/x/checkpoints/.step-4.tmp: No space left on device (ENOSPC); ...".
+    """
+    import errno
+
+    where = getattr(error, "filename", None) or path
+    reason = error.strerror or str(error) or type(error).__name__
+    code = errno.errorcode.get(error.errno or -1)
+    message = f"cannot {doing} {where}: {reason}" + (f" ({code})" if code else "")
+    return EmoError(message + (f"; {hint}" if hint else ""), exit_code=1)

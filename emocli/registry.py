@@ -48,6 +48,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.emotion_encoder.config:EmotionEncoderRecipe",
             entry="emocli.methods.emotion_encoder.train:main",
             default_recipe="emotion-encoder",
+            preflight="emocli.methods.emotion_encoder.preflight:preflight",
             summary="EmoGen stage 1: image backbone + 768-d emotion representation + 8-way head; "
             "then the per-emotion Gaussian emotion space",
         ),
@@ -56,6 +57,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.emogen.config:EmoGenRecipe",
             entry="emocli.methods.emogen.train:main",
             default_recipe="emogen",
+            preflight="emocli.methods.emogen.preflight:preflight",
             summary="EmoGen stage 2: the mapping network that turns emotion vectors into a pseudo-word "
             "of a frozen Stable Diffusion",
         ),
@@ -64,6 +66,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.emoclip.config:EmoClipRecipe",
             entry="emocli.methods.emoclip.train:main",
             default_recipe="emoclip",
+            preflight="emocli.methods.emoclip.preflight:preflight",
             summary="EmoCLIP: contrastive fine-tune of CLIP's text tower on 'caption + emotion' "
             "(plugs into EmoGen as model.text_encoder)",
         ),
@@ -72,6 +75,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.emotion_classifier.config:EmotionClassifierRecipe",
             entry="emocli.methods.emotion_classifier.train:main",
             default_recipe="emotion-classifier",
+            preflight="emocli.methods.emotion_classifier.preflight:preflight",
             summary="The Emo-A classifier: a linear 8-way head on cached CLIP image features of a prepared "
             "EmoSet; validation accuracy and confusion matrix",
         ),
@@ -80,6 +84,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.eval_generation.config:EvalGenerationRecipe",
             entry="emocli.methods.eval_generation.evaluate:main",
             default_recipe="eval-generation",
+            preflight="emocli.methods.eval_generation.preflight:preflight",
             summary="Evaluate an `emo sample` folder: FID, LPIPS, Emo-A, Sem-C, Sem-D, CLIP-I, CLIP-T "
             "(run it with `emo eval generation`)",
             command="emo eval generation",
@@ -89,6 +94,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.grpo.config:GrpoRecipe",
             entry="emocli.methods.grpo.train:main",
             default_recipe="grpo",
+            preflight="emocli.methods.grpo.preflight:preflight",
             summary="GRPO fine-tuning of a vision-language model on binary, multiple-choice and misleading "
             "emotion questions (TRL GRPOTrainer; run it with `emo understand grpo`)",
             command="emo understand grpo",
@@ -98,6 +104,7 @@ METHODS: dict[str, Method] = {
             schema="emocli.methods.grpo.config:EvalUnderstandingRecipe",
             entry="emocli.methods.grpo.evaluate:main",
             default_recipe="eval-understanding",
+            preflight="emocli.methods.grpo.preflight:preflight_eval",
             summary="Evaluate a base VLM and a GRPO run on the same test questions: accuracy per question type, "
             "8-class accuracy and macro-F1, polarity, confusion (run it with `emo eval understanding`)",
             command="emo eval understanding",

@@ -3,23 +3,76 @@
     OUT/<emotion>/<name>.png    the image
     OUT/<emotion>/<name>.json   every parameter needed to reproduce it
     OUT/grid.png                one row per emotion (labelled), for a person to look at
+
+`SampleWriter` writes a run of samples into a staging folder next to OUT and moves them in only when
+every image is written, so a failure (a full disk) leaves OUT as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from emocli.errors import io_failed
+
 
 def write_sample(out: Path, emotion: str, name: str, image: Image.Image, params: dict) -> Path:
+    """One image and its sidecar; the sidecar first, so that every .png has its .json."""
     folder = Path(out) / emotion
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    image.save(path, format="PNG")
     (folder / f"{name}.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+    image.save(path, format="PNG")
     return path
+
+
+class SampleWriter:
+    """Samples for OUT, staged in OUT/../.OUT.partial-PID and moved into OUT by `commit()` (then grid.png).
+
+    Use as a context manager: an exception removes the staging folder; an OSError (disk full,
+    permissions) becomes one EmoError naming the path and the cause.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.stage = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        self.count = 0
+
+    def __enter__(self) -> SampleWriter:
+        try:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage.mkdir(parents=True)
+        except OSError as e:
+            raise io_failed(e, self.stage, "write samples to") from None
+        return self
+
+    def write(self, emotion: str, name: str, image: Image.Image, params: dict) -> Path:
+        try:
+            write_sample(self.stage, emotion, name, image, params)
+        except OSError as e:
+            raise io_failed(e, self.stage / emotion / f"{name}.png", "write sample",
+                            f"nothing was added to {self.out}") from None
+        self.count += 1
+        return self.out / emotion / f"{name}.png"
+
+    def commit(self) -> Path:
+        """Move the staged samples into OUT (same file system: renames) and write OUT/grid.png."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for folder in sorted(p for p in self.stage.iterdir() if p.is_dir()):
+                (self.out / folder.name).mkdir(exist_ok=True)
+                for file in sorted(folder.iterdir(), key=lambda f: f.suffix != ".json"):  # sidecars first
+                    file.replace(self.out / folder.name / file.name)
+            return write_grid(self.out)
+        except OSError as e:
+            raise io_failed(e, self.out, "write samples to") from None
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
 
 
 def read_samples(out: Path) -> dict[str, list[Path]]:
@@ -54,5 +107,7 @@ def write_grid(out: Path, max_per_row: int = 8, cell: int | None = None) -> Path
         first = next((images[0] for _, images in rows if images), None)
         cell = min(256, max(64, first.width if first else 128))
     path = Path(out) / "grid.png"
-    grid(rows, cell=cell).save(path)
+    tmp = path.with_name(".grid.png.tmp")
+    grid(rows, cell=cell).save(tmp, format="PNG")
+    tmp.replace(path)
     return path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from emocli.errors import EmoError
+from emocli.errors import EmoError, io_failed
 from emocli.progress import setup_logging, step_progress
 from emocli.runs import Run, latest_checkpoint, list_checkpoints, write_json_atomic
 
@@ -56,6 +56,13 @@ class TrainTask:
 
     def setup(self, accelerator) -> None:
         """Move frozen components to the device / dtype (called once, before training)."""
+
+    def train_mode(self, model) -> None:
+        """Put `model` (as prepared by accelerate) in training mode: `fit` calls it before the first
+        step and after each evaluation, since `from_pretrained` returns modules in eval mode (frozen
+        BatchNorm statistics, no dropout, no gradient checkpointing). Override to keep frozen parts in
+        eval mode."""
+        model.train()
 
     def loss(self, model, batch) -> torch.Tensor | tuple[torch.Tensor, dict]:
         raise NotImplementedError
@@ -144,6 +151,7 @@ class _Ema:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
+        """Average in the weights after optimizer step `step` (0-based: the first update uses decay_at(0))."""
         decay = self.decay_at(step)
         for name, param in model.named_parameters():
             if name in self.shadow:
@@ -217,31 +225,44 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     ema = _Ema(accelerator.unwrap_model(model), train.ema.decay, train.ema.warmup) if train.ema else None
     best = _BestTracker(run, train)
 
+    metrics_path = run.dir / "metrics.jsonl"
     step, epoch, skip_batches = 0, 0, 0
+    evaluated_at = None  # the step whose evaluation has already run
+    stopped_early = False
     if resume:
         ckpt = latest_checkpoint(run.dir)
         if ckpt is None:
             log.info("--resume: no complete checkpoint in %s; starting from step 0", run.checkpoints)
         else:
-            step, epoch, skip_batches = _load_checkpoint(ckpt, accelerator, ema, train.batch_size)
-            best.restore()
+            state, skip_batches = _load_checkpoint(ckpt, accelerator, ema)
+            step, epoch = int(state["step"]), int(state["epoch"])
+            best.load_state(state.get("best"))
+            stopped_early = bool(state.get("stopped_early", False))
+            # Checkpoints without the flag: the loop evaluates a step before checkpointing it.
+            evaluated = state.get("evaluated", bool(train.eval_every and step % train.eval_every == 0
+                                                    and step < max_steps))
+            evaluated_at = step if evaluated else None
+            if is_main:  # the final evaluation of a finished run runs again below unless it ran before the save
+                redo_eval = not evaluated and (step >= max_steps or stopped_early)
+                _truncate_metrics(metrics_path, step, keep_eval_at_step=not redo_eval)
             log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
-    if step >= max_steps:
-        log.info("already at step %d of %d: nothing to train", step, max_steps)
+    if step >= max_steps or stopped_early:
+        log.info("already at step %d of %d%s: nothing to train", step, max_steps,
+                 " (stopped early)" if stopped_early else "")
 
     if accelerator.trackers == [] and accelerator.log_with:
         accelerator.init_trackers(recipe.run.name or recipe.method)
-    metrics_path = run.dir / "metrics.jsonl"
     audit: list[int] = []
     audit_epoch = epoch
     last_loss = None
-    evaluated_at = None
+    task.train_mode(model)
 
     with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
                                             every=train.log_every, start=step) as bar:
-        t_last, micro, loss_sum = time.perf_counter(), 0, torch.zeros((), device=accelerator.device)
+        t_last, logged_step = time.perf_counter(), step
+        micro, loss_sum = 0, torch.zeros((), device=accelerator.device)
         position = skip_batches
-        while step < max_steps:
+        while step < max_steps and not stopped_early:
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
@@ -264,9 +285,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
-                step += 1
                 if ema is not None:
                     ema.update(accelerator.unwrap_model(model), step)
+                step += 1
                 mean_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
                 loss_sum.zero_()
                 micro = 0
@@ -282,27 +303,29 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                 if step % train.log_every == 0 or step == max_steps:
                     now = time.perf_counter()
                     record = {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
-                              "steps_per_s": train.log_every / max(now - t_last, 1e-9),
+                              "steps_per_s": (step - logged_step) / max(now - t_last, 1e-9),
                               **{k: float(v) for k, v in (logs or {}).items()}}
-                    t_last = now
+                    t_last, logged_step = now, step
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
                     if is_main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
-                stop_early = False
                 if train.eval_every and step % train.eval_every == 0 and step < max_steps:
                     result = _evaluate(task, model, accelerator, step, metrics_path)
-                    stop_early = best.update(result, step, accelerator, model, task, ema)
+                    task.train_mode(model)
+                    stopped_early = best.update(result, step, accelerator, model, task, ema)
                     evaluated_at = step
                 interrupted = _any_process(accelerator, stop.signal is not None)
-                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted:
-                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted or stopped_early:
+                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
+                                    state={"best": best.state(), "stopped_early": stopped_early,
+                                           "evaluated": evaluated_at == step})
                 if interrupted:
                     raise TrainingInterrupted(
                         f"interrupted at step {step}; checkpoint saved in {run.checkpoints / f'step-{step}'}. "
                         f"Continue with the same command and --resume"
                     )
-                if stop_early:
+                if stopped_early:
                     log.info("early stopping at step %d: %s has not improved for %d evaluations (best %s at step %d)",
                              step, train.best_metric, train.early_stopping_patience, best.value, best.step)
                     break
@@ -318,7 +341,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
         if is_main:
             write_json_atomic(run.dir / "audit_data.json", {"epoch": audit_epoch, "ranks": shards})
     if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
-        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints)
+        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
+                        state={"best": best.state(), "stopped_early": stopped_early,
+                               "evaluated": evaluated_at == step})
     if evaluated_at != step:  # an early stop has just evaluated this step
         result = _evaluate(task, model, accelerator, step, metrics_path)
         best.update(result, step, accelerator, model, task, ema)
@@ -333,11 +358,18 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     final_dir = run.final
     if is_main:
         tmp = final_dir.with_name(".final.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
-        shutil.rmtree(final_dir, ignore_errors=True)
-        tmp.replace(final_dir)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            tmp.replace(final_dir)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if (io := _write_error(e)) is None:
+                raise
+            raise io_failed(io, tmp, "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is "
+                            f"complete: free space and rerun the same command with --resume") from None
     accelerator.wait_for_everyone()
     task.finish(unwrapped, accelerator, run)
     accelerator.wait_for_everyone()
@@ -369,11 +401,10 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 
 def _evaluate(task, model, accelerator, step, metrics_path: Path) -> dict | None:
-    was_training = model.training
+    """Run the validation hook in eval mode (the caller puts the model back in training mode)."""
     model.eval()
     with torch.no_grad():
         result = task.evaluate(model, accelerator, step)
-    model.train(was_training)
     if result:
         accelerator.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
         if accelerator.is_main_process:
@@ -401,14 +432,17 @@ class _BestTracker:
     def path(self) -> Path:
         return self.run.dir / "best"
 
-    def restore(self) -> None:
-        """On resume: the best so far comes from RUN/best/best.json (bad_evals from the same file)."""
-        state_file = self.path / "best.json"
-        if self.metric and state_file.is_file():
-            state = json.loads(state_file.read_text())
-            if state.get("metric") == self.metric:
-                self.value, self.step = state["value"], state["step"]
-                self.bad_evals = int(state.get("bad_evals_after", 0))
+    def state(self) -> dict | None:
+        """What a checkpoint stores, so that a resumed run continues the same count."""
+        if not self.metric:
+            return None
+        return {"metric": self.metric, "value": self.value, "step": self.step, "bad_evals": self.bad_evals}
+
+    def load_state(self, state: dict | None) -> None:
+        """On resume: the tracker as it was when the checkpoint was written (not RUN/best/, which may
+        hold an evaluation after it)."""
+        if self.metric and state and state.get("metric") == self.metric:
+            self.value, self.step, self.bad_evals = state["value"], state["step"], int(state["bad_evals"])
 
     def update(self, result, step, accelerator, model, task, ema) -> bool:
         """Record one evaluation; export if it improved. Returns True when training should stop."""
@@ -430,9 +464,6 @@ class _BestTracker:
             self._export(accelerator, model, task, ema, step)
         else:
             self.bad_evals += 1
-            if accelerator.is_main_process and (self.path / "best.json").is_file():
-                state = json.loads((self.path / "best.json").read_text())
-                write_json_atomic(self.path / "best.json", {**state, "bad_evals_after": self.bad_evals})
         return self.patience is not None and self.bad_evals >= self.patience
 
     def _export(self, accelerator, model, task, ema, step) -> None:
@@ -441,23 +472,63 @@ class _BestTracker:
             state_dict = ema.state_dict_over(state_dict)
         if accelerator.is_main_process:
             tmp = self.path.with_name(".best.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
-            write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
-                                                  "step": step, "bad_evals_after": 0})
-            shutil.rmtree(self.path, ignore_errors=True)
-            tmp.replace(self.path)
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
+                write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
+                                                      "step": step})
+                shutil.rmtree(self.path, ignore_errors=True)
+                tmp.replace(self.path)
+            except Exception as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if (io := _write_error(e)) is None:
+                    raise
+                raise io_failed(io, tmp, "write the best weights", f"the last complete checkpoint is "
+                                f"{latest_checkpoint(self.run.dir)}: free space and rerun with --resume") from None
             log.info("best %s %.4f at step %d: %s", self.metric, self.value, step, self.path)
         accelerator.wait_for_everyone()
 
 
-def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int) -> Path:
-    """Write checkpoints/step-N atomically: everything goes to a temp dir renamed when complete."""
-    from safetensors.torch import save_file
+def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int,
+                    state: dict | None = None) -> Path:
+    """Write checkpoints/step-N atomically: everything goes to a temp dir renamed when complete.
 
+    `state` adds keys to trainer_state.json (the best-metric tracker, whether this step was evaluated).
+    """
     final = run.checkpoints / f"step-{step}"
     tmp = run.checkpoints / f".step-{step}.tmp"
+    try:
+        _write_checkpoint(run, accelerator, model, task, ema, step, epoch, position, keep, state, tmp, final)
+    except Exception as e:  # disk full, quota, permissions: this rank stops (the launcher ends the others)
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if (io := _write_error(e)) is None:
+            raise
+        last = latest_checkpoint(run.dir)
+        raise io_failed(io, tmp, "write checkpoint",
+                        f"the last complete checkpoint ({last or 'none yet'}) is intact: free space and rerun the "
+                        f"same command with --resume") from None
+    return final
+
+
+def _write_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write, or None: torch.save and safetensors wrap ENOSPC in their own errors."""
+    import errno
+
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    markers = ("No space left", "Disk quota", "file write failed", "unexpected pos", "IoError")
+    if not any(m in text for m in markers):
+        return None
+    code = errno.ENOSPC if "No space" in text else errno.EDQUOT if "quota" in text else errno.EIO
+    return OSError(code, text.splitlines()[0][:200] if text else "write failed")
+
+
+def _write_checkpoint(run, accelerator, model, task, ema, step, epoch, position, keep, state, tmp, final) -> None:
+    from safetensors.torch import save_file
+
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -474,6 +545,7 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
         write_json_atomic(tmp / "trainer_state.json", {
             "step": step, "epoch": epoch, "batches_in_epoch": position,
             "num_processes": accelerator.num_processes, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(state or {}),
         })
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)
@@ -481,10 +553,10 @@ def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: i
             shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint: %s", final)
     accelerator.wait_for_everyone()
-    return final
 
 
-def _load_checkpoint(ckpt: Path, accelerator, ema, batch_size: int) -> tuple[int, int, int]:
+def _load_checkpoint(ckpt: Path, accelerator, ema) -> tuple[dict, int]:
+    """Restore accelerate's state and the EMA shadow; (trainer_state.json, batches into the epoch)."""
     from safetensors.torch import load_file
 
     accelerator.load_state(str(ckpt))
@@ -497,4 +569,26 @@ def _load_checkpoint(ckpt: Path, accelerator, ema, batch_size: int) -> tuple[int
         # Same number of samples seen, expressed in batches of the new process count.
         position = position * saved_procs // accelerator.num_processes
         log.warning("resuming a %d-process run on %d processes", saved_procs, accelerator.num_processes)
-    return int(state["step"]), int(state["epoch"]), position
+    return state, position
+
+
+def _truncate_metrics(path: Path, step: int, keep_eval_at_step: bool) -> None:
+    """On resume from checkpoint `step`: drop the lines the resumed run writes again (atomic rewrite).
+
+    Kept: every line of an earlier step, the training line of `step` itself, and its evaluation when
+    that ran before the checkpoint was written (`keep_eval_at_step`).
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            at = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the crash
+        if at < step or (at == step and ("eval" not in record or keep_eval_at_step)):
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)

@@ -33,6 +33,14 @@ def emoset_tiny(tmp_path_factory) -> Path:
     return synth_emoset(tmp_path_factory.mktemp("emoset") / "emoset", n=160, seed=0)
 
 
+@pytest.fixture(scope="session")
+def emoset_prepared(emoset_tiny, tmp_path_factory) -> Path:
+    """`emoset_tiny` prepared (`emo data prepare emoset`): what every EmoSet consumer reads."""
+    from emocli.data.prepare import prepare_emoset
+
+    return prepare_emoset(str(emoset_tiny), tmp_path_factory.mktemp("prepared") / "prepared")
+
+
 def shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

@@ -49,3 +49,30 @@ def test_emoclip_trains_and_plugs_into_emogen(emoset_tiny, tmp_path):
     assert torch.equal(text_encoder.get_input_embeddings().weight, after.text_model.get_input_embeddings().weight)
     pipe = load_sd_pipeline(str(models["sd"]), text_encoder=str(out / "final" / "text_encoder"))
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, text_encoder.get_input_embeddings().weight)
+
+
+def test_gradient_checkpointing_runs(emoset_prepared, tmp_path):
+    """from_pretrained returns CLIP in eval mode, where transformers skips checkpointing: the loop's
+    train mode makes `model.gradient_checkpointing=true` recompute every text layer in backward."""
+    from emocli.methods.emoclip.train import EmoClipTask
+    from emocli.testing.tiny import make_tiny
+    from emocli.training import fit, make_accelerator
+
+    models = make_tiny(tmp_path / "models", which=("clip",))
+    recipe = load_recipe("tiny/emoclip", [f"model.pretrained={models['clip']}", f"data.prepared={emoset_prepared}",
+                                          f"run.output_dir={tmp_path / 'run'}", "model.gradient_checkpointing=true",
+                                          "train.max_steps=1", "train.trackers=[]", "data.max_samples=8",
+                                          "train.batch_size=4"])
+    run = prepare_run(recipe, ["test"])
+    task = EmoClipTask(recipe, run)
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in task.clip.text_model.modules()
+              if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    assert layers, "gradient_checkpointing_enable() marked no layer"
+    calls = []
+    for layer in layers:
+        inner = layer._gradient_checkpointing_func
+        layer._gradient_checkpointing_func = lambda *a, _inner=inner, **k: calls.append(1) or _inner(*a, **k)
+    fit(task, run, make_accelerator(run))
+    assert len(calls) == len(layers)  # one checkpointed forward per layer in the one training step

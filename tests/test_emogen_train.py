@@ -23,7 +23,7 @@ def setup_dirs(emoset_tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("emogen")
     models = make_tiny(root / "models", which=("sd", "clip"))
     prepared = prepare_emoset(str(emoset_tiny), root / "prepared")
-    enc = load_recipe("tiny/emotion-encoder", [f"data.root={emoset_tiny}", f"run.output_dir={root / 'encoder'}",
+    enc = load_recipe("tiny/emotion-encoder", [f"data.prepared={prepared}", f"run.output_dir={root / 'encoder'}",
                                                "train.max_steps=10"])
     run_method(prepare_run(enc, ["test"]).dir, False)
     compute_alpha(prepared, classifier=str(root / "encoder"))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from tests.conftest import ROOT, shared_path
 
 
 def _recipe(emoset, out, *overrides):
-    return load_recipe("tiny/emotion-encoder", [f"data.root={emoset}", f"run.output_dir={out}", *overrides])
+    return load_recipe("tiny/emotion-encoder", [f"data.prepared={emoset}", f"run.output_dir={out}", *overrides])
 
 
 def _train(recipe, resume=False):
@@ -36,9 +37,9 @@ def _losses(run_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(emoset_tiny, tmp_path_factory):
+def trained(emoset_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("enc") / "run"
-    return _train(_recipe(emoset_tiny, out, "train.epochs=6", "train.log_every=2"))
+    return _train(_recipe(emoset_prepared, out, "train.epochs=6", "train.log_every=2"))
 
 
 def test_loss_falls_and_accuracy_above_chance(trained):
@@ -91,17 +92,17 @@ def test_emotion_space_round_trip_and_wrong_dim(tmp_path):
         EmotionSpace.load(path, expect_dim=768)
 
 
-def test_resume_continues_at_same_step_with_same_weights(emoset_tiny, tmp_path):
+def test_resume_continues_at_same_step_with_same_weights(emoset_prepared, tmp_path):
     """6 steps + resume to 10 == 10 steps straight: model, optimizer, scheduler, RNG and data position
     all round-trip. (Random flips are off: they draw from Python's global RNG inside the data
     pipeline, which is not part of the bit-exact promise.)"""
     from safetensors.torch import load_file
 
-    straight = _train(_recipe(emoset_tiny, tmp_path / "straight", "train.max_steps=10", "train.checkpoint_every=5",
+    straight = _train(_recipe(emoset_prepared, tmp_path / "straight", "train.max_steps=10", "train.checkpoint_every=5",
                               "data.flip=false"))
-    part = _recipe(emoset_tiny, tmp_path / "part", "train.max_steps=6", "train.checkpoint_every=3", "data.flip=false")
+    part = _recipe(emoset_prepared, tmp_path / "part", "train.max_steps=6", "train.checkpoint_every=3", "data.flip=false")
     _train(part)
-    resumed = _train(_recipe(emoset_tiny, tmp_path / "part", "train.max_steps=10", "train.checkpoint_every=5",
+    resumed = _train(_recipe(emoset_prepared, tmp_path / "part", "train.max_steps=10", "train.checkpoint_every=5",
                              "data.flip=false"), resume=True)
     steps = [x["step"] for x in _losses(resumed)]
     assert steps == sorted(set(steps)) and steps[-1] == 10
@@ -112,15 +113,15 @@ def test_resume_continues_at_same_step_with_same_weights(emoset_tiny, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
 
 
-def test_existing_run_without_resume_is_refused(emoset_tiny, tmp_path):
+def test_existing_run_without_resume_is_refused(emoset_prepared, tmp_path):
     from emocli.errors import EmoError
 
-    _train(_recipe(emoset_tiny, tmp_path / "r", "train.max_steps=2"))
+    _train(_recipe(emoset_prepared, tmp_path / "r", "train.max_steps=2"))
     with pytest.raises(EmoError, match="--resume"):
-        prepare_run(_recipe(emoset_tiny, tmp_path / "r", "train.max_steps=2"), ["test"])
+        prepare_run(_recipe(emoset_prepared, tmp_path / "r", "train.max_steps=2"), ["test"])
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoset_tiny, tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoset_prepared, tmp_path):
     from emocli.methods.emotion_encoder.train import EmotionEncoderTask
     from emocli.training import TrainingDiverged, fit, make_accelerator
 
@@ -132,7 +133,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoset_tiny, tmp_path):
             loss, logs = super().loss(model, batch)
             return (loss * float("nan"), logs) if Exploding.calls > 4 else (loss, logs)
 
-    recipe = _recipe(emoset_tiny, tmp_path / "nan", "train.max_steps=10", "train.checkpoint_every=2")
+    recipe = _recipe(emoset_prepared, tmp_path / "nan", "train.max_steps=10", "train.checkpoint_every=2")
     run = prepare_run(recipe, ["test"])
     with pytest.raises(TrainingDiverged) as err:
         fit(Exploding(recipe), run, make_accelerator(run))
@@ -140,10 +141,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(emoset_tiny, tmp_path):
     assert latest_checkpoint(run.dir).name == "step-4"
 
 
-def test_sigint_saves_checkpoint_and_exits_cleanly(emoset_tiny, tmp_path):
+def test_sigint_saves_checkpoint_and_exits_cleanly(emoset_prepared, tmp_path):
     out = tmp_path / "sig"
     cmd = [sys.executable, "-m", "emocli", "train", "emotion-encoder", "tiny/emotion-encoder",
-           f"data.root={emoset_tiny}", f"run.output_dir={out}", "train.max_steps=100000", "train.log_every=1",
+           f"data.prepared={emoset_prepared}", f"run.output_dir={out}", "train.max_steps=100000", "train.log_every=1",
            "~train.checkpoint_every"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -160,11 +161,11 @@ def test_sigint_saves_checkpoint_and_exits_cleanly(emoset_tiny, tmp_path):
     assert ckpt is not None and (ckpt / "model" / "model.safetensors").is_file()
 
 
-def test_ema_bf16_accumulation_and_schedule(emoset_tiny, tmp_path):
+def test_ema_bf16_accumulation_and_schedule(emoset_prepared, tmp_path):
     """The shared loop's options together: EMA export, bf16 autocast, accumulation, warmup + cosine."""
     from safetensors.torch import load_file
 
-    out = _train(_recipe(emoset_tiny, tmp_path / "ema", "train.max_steps=6", "train.grad_accum=2",
+    out = _train(_recipe(emoset_prepared, tmp_path / "ema", "train.max_steps=6", "train.grad_accum=2",
                          "train.ema.decay=0.5", "launch.mixed_precision=bf16", "optim.scheduler=cosine",
                          "optim.warmup_steps=2", "train.log_every=1", "train.checkpoint_every=3"))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
@@ -180,20 +181,26 @@ def test_ema_bf16_accumulation_and_schedule(emoset_tiny, tmp_path):
 
 
 def test_corrupt_images_are_named_and_counted_not_fatal(tmp_path):
+    from emocli.data.prepare import prepare_emoset
     from emocli.data.synth import synth_emoset
 
-    root = synth_emoset(tmp_path / "bad", n=64, seed=1, corrupt=3, grayscale=2, rgba=2)
-    out = _train(_recipe(root, tmp_path / "run", "train.max_steps=4", "train.batch_size=8"))
+    root = synth_emoset(tmp_path / "bad", n=64, seed=1, grayscale=2, rgba=2)
+    prepared = prepare_emoset(str(root), tmp_path / "prepared")
+    # Images that broke after `emo data prepare` (disk errors, a partial copy) are skipped at training.
+    records = [json.loads(x) for x in (prepared / "records.jsonl").read_text().splitlines()]
+    for record in records[:3]:
+        Path(record["image"]).write_bytes(b"not an image")
+    out = _train(_recipe(prepared, tmp_path / "run", "train.max_steps=4", "train.batch_size=8"))
     log = (out / "log.txt").read_text()
     bad = json.loads((out / "final" / "metrics.json").read_text())["bad_images"]
     assert bad["count"] == 3 and all(p.endswith(".jpg") and p in log for p in bad["paths"])
     assert (out / "final" / "emotion_space.safetensors").is_file()
 
 
-def test_clip_vision_backbone_option(emoset_tiny, tmp_path):
+def test_clip_vision_backbone_option(emoset_prepared, tmp_path):
     from emocli.methods.emotion_encoder.model import EmotionEncoder
 
-    out = _train(_recipe(emoset_tiny, tmp_path / "clip", "model.backbone.name=clip",
+    out = _train(_recipe(emoset_prepared, tmp_path / "clip", "model.backbone.name=clip",
                          "model.backbone.config={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
                          "num_attention_heads: 4, image_size: 32, patch_size: 8}", "train.max_steps=3"))
     model = EmotionEncoder.from_pretrained(out)

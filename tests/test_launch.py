@@ -30,9 +30,9 @@ def test_shipped_accelerate_configs_parse(name):
 
 
 @pytest.mark.parametrize("config", ["multi_cpu", "zero2"])
-def test_two_process_training(config, emoset_tiny, tmp_path):
+def test_two_process_training(config, emoset_prepared, tmp_path):
     out = tmp_path / config
-    common = ["train", "emotion-encoder", "tiny/emotion-encoder", f"data.root={emoset_tiny}",
+    common = ["train", "emotion-encoder", "tiny/emotion-encoder", f"data.prepared={emoset_prepared}",
               f"run.output_dir={out}", "data.max_images_per_split=64", "train.batch_size=8",
               "train.audit_data=true", "train.log_every=1", "train.checkpoint_every=4", "train.keep_checkpoints=5",
               "--num-processes", "2", "--accelerate-config", config]

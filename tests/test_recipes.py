@@ -52,3 +52,21 @@ def test_a_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
     assert find_recipe("emotion-encoder").name == "emotion-encoder.yaml"
     with pytest.raises(EmoError, match="does not exist"):
         find_recipe("missing.yaml")
+
+
+def test_overrides_are_read_against_the_schema():
+    # YAML 1.1 reads no/yes/on/off as booleans and 2024 as a number; the schema wants text there.
+    recipe = load_recipe("tiny/emotion-encoder", ["launch.mixed_precision=no", "run.name=2024",
+                                                  "data.flip=no", "train.ema.export=off", "optim.lr=3e-4"])
+    assert recipe.launch.mixed_precision == "no" and recipe.run.name == "2024"
+    assert recipe.data.flip is False and recipe.train.ema.export is False  # real booleans stay booleans
+    assert load_recipe("tiny/emotion-encoder", ["train.best_mode=min"]).train.best_mode == "min"
+    with pytest.raises(EmoError, match="mixed_precision.*got 'yes'"):
+        load_recipe("tiny/emotion-encoder", ["launch.mixed_precision=yes"])
+
+
+def test_an_unquoted_no_in_a_recipe_file_gets_a_hint(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("method: emoclip\ndata: {prepared: x}\nlaunch: {mixed_precision: no}\n")
+    with pytest.raises(EmoError, match="quote the word"):
+        load_recipe(path)

@@ -43,7 +43,7 @@ def _run(tmp_path, **train):
     recipe = TrainRecipe(method="toy", train={"batch_size": 4, "log_every": 1, "trackers": [], **train},
                          optim={"lr": 0.1})
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run_dir.mkdir(parents=True)
     return Run(dir=run_dir, recipe=recipe)
 
 
@@ -89,3 +89,145 @@ def test_ema_warmup_decay():
     assert ema.decay_at(90) == pytest.approx(91 / 100)
     assert ema.decay_at(10**6) == pytest.approx(0.999)
     assert _Ema(torch.nn.Linear(1, 1), decay=0.9).decay_at(0) == pytest.approx(0.9)
+
+
+class _Backbone(TrainTask):
+    """A tiny pretrained-style ResNet (saved, then reloaded with from_pretrained: eval mode) + a head."""
+
+    def __init__(self, folder):
+        from transformers import ResNetConfig, ResNetModel
+
+        torch.manual_seed(0)
+        ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                 layer_type="basic")).save_pretrained(folder)
+        backbone = ResNetModel.from_pretrained(folder)
+        assert not backbone.training  # what from_pretrained returns
+        self.model = torch.nn.ModuleDict({"backbone": backbone, "head": torch.nn.Linear(16, 2)})
+        x = torch.randn(8, 3, 16, 16)
+        self.train_dataset = torch.utils.data.TensorDataset(x, torch.arange(8) % 2)
+        self.modes: list[bool] = []
+        self.eval_modes: list[bool] = []
+
+    def loss(self, model, batch):
+        self.modes.append(all(m.training for m in model.modules()))
+        x, y = batch
+        features = model["backbone"](pixel_values=x).pooler_output.flatten(1)
+        return torch.nn.functional.cross_entropy(model["head"](features), y)
+
+    def evaluate(self, model, accelerator, step):
+        self.eval_modes.append(not any(m.training for m in model.modules()))
+        return {"score": 0.0}
+
+    def save_pretrained(self, model, directory, state_dict=None):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def test_reloaded_pretrained_backbone_trains_in_train_mode(tmp_path):
+    task = _Backbone(tmp_path / "resnet")
+    bn = next(m for m in task.model["backbone"].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    run = _run(tmp_path, max_steps=1, clip_grad_norm=None)
+    fit(task, run, make_accelerator(run))
+    # BatchNorm statistics moved during the first step (before any evaluation).
+    assert task.modes == [True] and not torch.equal(stats, bn.running_mean)
+
+    task = _Backbone(tmp_path / "resnet2")
+    run = _run(tmp_path / "b", max_steps=4, eval_every=1)
+    fit(task, run, make_accelerator(run))
+    assert task.modes == [True] * 4  # back in train mode after every evaluation
+    assert task.eval_modes and all(task.eval_modes)
+
+
+class _Sleepy(_Toy):
+    def loss(self, model, batch):
+        import time
+
+        time.sleep(0.1)
+        return super().loss(model, batch)
+
+
+def test_steps_per_s_counts_the_steps_taken(tmp_path):
+    # 2 steps of >= 0.1 s logged once (log_every 10 > 2): at most ~10 steps/s; counting log_every
+    # steps instead of the 2 taken reported about 50.
+    run = _run(tmp_path, max_steps=2, log_every=10)
+    fit(_Sleepy(), run, make_accelerator(run))
+    rows = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [r["step"] for r in rows] == [2]
+    assert 0 < rows[0]["steps_per_s"] <= 10.0
+
+
+class _Crash(_Toy):
+    """Raises in the loss of optimizer step `crash_at` (0-based), as a killed process would stop."""
+
+    def __init__(self, crash_at=None, scores=None):
+        super().__init__(scores)
+        self.crash_at = crash_at
+
+    def loss(self, model, batch):
+        if self.step == self.crash_at:
+            raise RuntimeError("killed")
+        return super().loss(model, batch)
+
+
+def _weights(run_dir, step):
+    from safetensors.torch import load_file
+
+    ckpt = run_dir / "checkpoints" / f"step-{step}"
+    return load_file(str(ckpt / "model" / "model.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+
+
+def test_resume_matches_a_straight_run_ema_and_metrics_included(tmp_path):
+    train = dict(max_steps=4, checkpoint_every=2, keep_checkpoints=4, eval_every=1,
+                 ema={"decay": 0.9, "warmup": True})
+    straight = _run(tmp_path / "a", **train)
+    fit(_Toy(), straight, make_accelerator(straight))
+
+    resumed = _run(tmp_path / "b", **train)
+    with pytest.raises(RuntimeError, match="killed"):  # steps 1 and 2 done and checkpointed, step 3 dies
+        fit(_Crash(crash_at=2), resumed, make_accelerator(resumed))
+    # The crash left log lines past the checkpoint? Simulate a later crash's leftovers too.
+    with (resumed.dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 3, "loss": 9.0}) + "\n" + '{"step": 3, "lo')
+    fit(_Toy(), resumed, make_accelerator(resumed), resume=True)
+
+    (w_a, ema_a), (w_b, ema_b) = _weights(straight.dir, 4), _weights(resumed.dir, 4)
+    assert w_a.keys() == w_b.keys() and ema_a.keys() == ema_b.keys()
+    for key in w_a:
+        torch.testing.assert_close(w_a[key], w_b[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(ema_a[key], ema_b[key], rtol=0, atol=1e-6)
+        assert not torch.equal(ema_a[key], w_a[key])  # the shadow is not just the weights
+
+    def lines(run):
+        return [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = lines(straight), lines(resumed)
+    key = [(r["step"], "eval" in r) for r in a]
+    assert [(r["step"], "eval" in r) for r in b] == key  # each step once: training line and evaluation
+    assert key == [(1, False), (1, True), (2, False), (2, True), (3, False), (3, True), (4, False), (4, True)]
+    assert [r.get("loss") for r in b] == pytest.approx([r.get("loss") for r in a])
+
+    # Resuming a finished run trains nothing and writes no second final evaluation.
+    fit(_Toy(), resumed, make_accelerator(resumed), resume=True)
+    assert [(r["step"], "eval" in r) for r in lines(resumed)] == key
+
+
+def test_an_early_stopped_run_stays_stopped_on_resume(tmp_path):
+    run = _run(tmp_path, max_steps=20, eval_every=1, best_metric="score", early_stopping_patience=2)
+    fit(_Toy(scores=[0.1, 0.5, 0.4, 0.3]), run, make_accelerator(run))
+    task = _Toy(scores=[0.9] * 5)
+    result = fit(task, run, make_accelerator(run), resume=True)
+    assert result.step == 4 and task.seen == []  # nothing trained
+    best = json.loads((run.dir / "best" / "best.json").read_text())
+    assert best["step"] == 2
+    evals = [json.loads(x)["step"] for x in (run.dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert evals == [1, 2, 3, 4]
+
+
+def test_resume_with_more_steps_keeps_the_previous_final_evaluation(tmp_path):
+    run = _run(tmp_path, max_steps=2)
+    fit(_Toy(), run, make_accelerator(run))
+    run.recipe.train.max_steps = 4
+    fit(_Toy(), run, make_accelerator(run), resume=True)
+    rows = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], "eval" in r) for r in rows] == [(1, False), (2, False), (2, True), (3, False), (4, False),
+                                                        (4, True)]

@@ -55,7 +55,7 @@ def quickstart(
 
     t = step("3/7 emo train emotion-encoder (tiny)")
     encoder_dir = out / "runs" / "emotion-encoder"
-    execute(load_recipe("tiny/emotion-encoder", [f"data.root={data}", f"run.output_dir={encoder_dir}",
+    execute(load_recipe("tiny/emotion-encoder", [f"data.prepared={prepared}", f"run.output_dir={encoder_dir}",
                                                  f"run.seed={seed}"]))
     timings["emotion_encoder"] = time.perf_counter() - t
 

@@ -44,7 +44,7 @@ def sample(
     import torch
 
     from emocli.methods.emogen.sample import EmoGenSampler
-    from emocli.samples import write_grid, write_sample
+    from emocli.samples import SampleWriter
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -64,11 +64,10 @@ def sample(
                 "height": defaults.get("height"), "width": defaults.get("width")}
     from emocli.progress import step_progress
 
-    out.mkdir(parents=True, exist_ok=True)
-    with step_progress(n * len(emotions), "sample", every=max(1, n)) as bar:
+    with SampleWriter(out) as writer, step_progress(n * len(emotions), "sample", every=max(1, n)) as bar:
         for name in emotions:
             for i, image, params in sampler.generate(name, n=n, seed=seed, obj=obj, fuse=fuse, mix=mix, **settings):
-                write_sample(out, name, f"{name}_{i:04d}", image, params)
+                writer.write(name, f"{name}_{i:04d}", image, params)
                 bar.update()
-    grid_path = write_grid(out)
+        grid_path = writer.commit()
     typer.echo(f"{n * len(emotions)} images in {out}; grid: {grid_path}")

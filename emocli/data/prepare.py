@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from emocli.emotions import EMOSET
-from emocli.errors import EmoError, close_matches
+from emocli.errors import EmoError, close_matches, io_failed
 
 log = logging.getLogger("emocli")
 
@@ -754,7 +754,10 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
                     ", ".join(getattr(src, "columns", [])), what)
     workers = max(1, int(workers if workers is not None else min(8, os.cpu_count() or 1)))
 
-    stage = stage_folder(out)
+    try:
+        stage = stage_folder(out)
+    except OSError as e:
+        raise io_failed(e, out.parent, "write the prepared folder in") from None
     try:
         records: list[dict] = []
         bad: list[tuple[str, str]] = []
@@ -789,6 +792,12 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
         ordered.update({k: v for k, v in manifest.items() if k not in ordered})
         write_json(stage / MANIFEST, ordered)
         commit_folder(stage, out)
+    except OSError as e:  # a full disk, a read-only folder: one line, nothing left behind
+        shutil.rmtree(stage, ignore_errors=True)
+        writing = e.filename is None or str(e.filename).startswith(str(stage))
+        raise io_failed(e, stage, "write the prepared folder at" if writing else "read",
+                        f"nothing was written to {out}" + ("; free space and run the command again" if writing else "")
+                        ) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -1,8 +1,10 @@
 """Find, load, override and validate recipes.
 
 Precedence: schema defaults < recipe file < `key=value` overrides < explicit CLI flags.
-Values of overrides are parsed with `yaml.safe_load` and then coerced by the typed schema, so
-`optim.lr=3e-4` is a float and `train.ema=null` removes a section.
+Values of overrides are parsed with `yaml.safe_load` and then read against the typed schema, so
+`optim.lr=3e-4` is a float and `train.ema=null` removes a section, while a word YAML 1.1 reads as
+a boolean or a number stays the typed text where the key takes text: `launch.mixed_precision=no`
+is "no", `run.name=2024` is "2024".
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def load_recipe(source: str | os.PathLike | dict, overrides: Iterable[str] = (),
     else:
         path = find_recipe(source)
         data, origin = read_yaml(path), str(path)
+    overrides = list(overrides)
     data = apply_overrides(data, overrides)
     method = data.get("method")
     if method is None:
@@ -121,7 +124,80 @@ def load_recipe(source: str | os.PathLike | dict, overrides: Iterable[str] = (),
     if expect_method is not None and method != expect_method:
         raise EmoError(f"{origin} is a {method!r} recipe, but this command runs {expect_method!r}")
     schema = get_method(method).load_schema()
+    _keep_text_where_schema_wants_text(schema, data, overrides)
     return validate(schema, data, origin)
+
+
+def _keep_text_where_schema_wants_text(schema, data: dict, overrides: list[str]) -> None:
+    """Undo YAML's reading of an override value as bool/int/float where the schema's field takes text only."""
+    for item in overrides:
+        if item.startswith("~") or "=" not in item:
+            continue
+        key, raw = item.split("=", 1)
+        keys = key.strip().split(".")
+        parent = _walk(data, keys[:-1], item, create=False)
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if value is None or isinstance(value, str) or not isinstance(value, (bool, int, float)):
+            continue
+        accepted = _accepted_scalars(_field_annotation(schema, keys))
+        if raw in accepted["literals"]:
+            parent[keys[-1]] = raw
+        elif accepted["str"] and not _scalar_fits(value, accepted):
+            parent[keys[-1]] = raw
+
+
+def _scalar_fits(value, accepted: dict) -> bool:
+    if isinstance(value, bool):
+        return accepted["bool"]
+    if isinstance(value, int):
+        return accepted["int"] or accepted["float"]
+    return accepted["float"]
+
+
+def _field_annotation(schema, keys: list[str]):
+    """The type annotation of the field at `keys` (through nested sections), or None when unknown."""
+    import typing
+
+    from pydantic import BaseModel
+
+    model, annotation = schema, None
+    for i, part in enumerate(keys):
+        field = getattr(model, "model_fields", {}).get(part) if model is not None else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        if i < len(keys) - 1:
+            candidates = [annotation, *typing.get_args(annotation)]
+            model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return annotation
+
+
+def _accepted_scalars(annotation) -> dict:
+    """Which scalar kinds a field annotation takes: str / bool / int / float, and its string literals."""
+    import types
+    import typing
+
+    accepted = {"str": False, "bool": False, "int": False, "float": False, "literals": set()}
+    stack = [annotation]
+    while stack:
+        a = stack.pop()
+        origin = typing.get_origin(a)
+        if origin is typing.Literal:
+            for v in typing.get_args(a):
+                if isinstance(v, str):
+                    accepted["str"] = True
+                    accepted["literals"].add(v)
+                elif isinstance(v, bool):
+                    accepted["bool"] = True
+                elif isinstance(v, (int, float)):
+                    accepted["int" if isinstance(v, int) else "float"] = True
+        elif origin in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(a))
+        elif a in (str, bool, int, float):
+            accepted[a.__name__] = True
+        elif a is typing.Any or a is None:
+            accepted.update(str=False, bool=True, int=True, float=True)  # anything goes: keep YAML's reading
+    return accepted
 
 
 def validate(schema, data: dict, origin: str):
@@ -149,6 +225,8 @@ def format_validation_error(error, schema, origin: str) -> str:
         else:
             got = err.get("input")
             got_text = "" if isinstance(got, dict) else f", got {got!r}"
+            if isinstance(got, bool):
+                got_text += " (YAML reads unquoted yes/no/on/off as booleans: quote the word, e.g. \"no\")"
             problems.append(f"{key}: {err['msg'].lower()}{got_text}")
     return f"{origin}: " + "; ".join(problems)
 

@@ -25,7 +25,8 @@ class EncoderModelSection(Section):
 
 
 class EncoderDataSection(Section):
-    root: str = Field(..., description="EmoSet-118K release folder (info.json, train.json, image/, annotation/)")
+    prepared: str = Field(..., description="a folder written by `emo data prepare emoset` (its train split "
+                                           "trains; val, when present, validates)")
     resize: int = Field(256, ge=8)
     image_size: int = Field(224, ge=8)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -1,5 +1,8 @@
 """`emo train emotion-encoder`: supervised 8-way emotion classification on EmoSet, then the emotion space.
 
+Reads a prepared EmoSet (`data.prepared`, written by `emo data prepare emoset` from a release folder,
+parquet/JSONL files or a Hub dataset): its train split trains, its val split (if any) validates.
+
 Outputs in the run directory:
     final/model/            the encoder (emotion_encoder.json + model.safetensors; EmotionEncoder.from_pretrained)
     final/emotion_space.safetensors   per-emotion diagonal Gaussian of the fc_1 output (emocli.emotion_space)
@@ -14,9 +17,11 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from emocli.data.emoset import EmoSetImages, EmoSetRelease, cap_per_emotion, collate_skip_bad
+from emocli.data.emoset import SPLITS, EmoSetImages, cap_per_emotion, collate_skip_bad
+from emocli.data.prepare import PreparedEmoSet
 from emocli.data.transforms import image_transform
 from emocli.emotion_space import EmotionSpace
+from emocli.errors import EmoError
 from emocli.methods.emotion_encoder.model import EmotionEncoder, build_backbone
 from emocli.runs import Run, write_json_atomic
 from emocli.training import TrainTask, fit, make_accelerator
@@ -28,7 +33,7 @@ class EmotionEncoderTask(TrainTask):
     def __init__(self, recipe):
         self.recipe = recipe
         data, model_cfg = recipe.data, recipe.model
-        self.release = EmoSetRelease(data.root)
+        records = PreparedEmoSet(data.prepared).records()
         preprocess = {"resize": data.resize, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}
         backbone, feature_dim, backbone_config = build_backbone(
             model_cfg.backbone.name, model_cfg.backbone.pretrained, model_cfg.backbone.config,
@@ -40,10 +45,23 @@ class EmotionEncoderTask(TrainTask):
         self.eval_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std)
         train_transform = image_transform(data.resize, crop=data.image_size, mean=data.mean, std=data.std,
                                           train=True, flip=data.flip)
-        self.splits = {s: cap_per_emotion(self.release.records(s), data.max_images_per_split) for s in self.release.splits}
+        by_split: dict[str, list[dict]] = {}
+        for record in records:
+            by_split.setdefault(record["split"], []).append(record)
+        if not by_split.get("train"):
+            raise EmoError(f"{data.prepared} has no train images (recipe key data.prepared)")
+        if data.space_split != "all" and not by_split.get(data.space_split):
+            raise EmoError(f"{data.prepared} has no {data.space_split!r} images for the emotion space "
+                           f"(recipe key data.space_split)")
+        self.splits = {s: cap_per_emotion(by_split[s], data.max_images_per_split) for s in SPLITS if by_split.get(s)}
         self.train_dataset = EmoSetImages(self.splits["train"], train_transform)
         self.collate_fn = collate_skip_bad
         self.eval_bad_images: set[str] = set()
+
+    def train_mode(self, model):
+        model.train()
+        if self.recipe.model.backbone.freeze:  # a frozen backbone keeps its BatchNorm statistics
+            self.model.backbone.eval()
 
     def loss(self, model, batch):
         logits = model(batch["pixel_values"])
