@@ -25,7 +25,7 @@ def workspace(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("sevlm")
     make_tiny(root / "models" / "tiny", which=("clip", "gpt2"))
-    synth_artemis(root / "data" / "artemis-tiny", n=182, seed=0, corrupt=1, missing=1)
+    synth_artemis(root / "data" / "artemis-tiny", n=362, seed=0, corrupt=1, missing=1)
     prepare_artemis(root / "data" / "artemis-tiny" / "artemis_preprocessed.csv",
                     root / "data" / "artemis-tiny" / "wikiart", root / "data" / "artemis-tiny-prepared")
     return root
@@ -51,7 +51,7 @@ def test_prepare_keeps_splits_and_writes_every_artifact(workspace):
             assert split_of[(row["art_style"], row["painting"])] == split  # the CSV's split column is kept
             assert sum(row["emotion_histogram"]) == len(row["emotions"]) == len(row["explanations"]) == 5
             assert abs(sum(row["emotion_distribution"]) - 1) < 1e-9
-    assert total == 182 - 2
+    assert total == 362 - 2
     accented = [json.loads(line) for s in ("train", "val", "test")
                 for line in (prepared / f"{s}.jsonl").read_text().splitlines() if "cafe\u0301" in line]
     assert len(accented) == 1 and "#U0301" in accented[0]["image"]  # combining accent resolved on disk
@@ -234,7 +234,7 @@ def test_tiny_training_logs_each_head_and_exports(trained):
 
 @pytest.mark.slow
 def test_heldout_emotion_accuracy_beats_the_majority_class(workspace):
-    """The whole tiny recipe (120 steps); RUN/best/model (by validation accuracy) on the test split."""
+    """The whole tiny recipe (~150 steps); RUN/best/model (by validation accuracy) on the test split."""
     from collections import Counter
 
     from emocli.data.artemis import PreparedArtEmis, majority_emotion
@@ -253,7 +253,7 @@ def test_heldout_emotion_accuracy_beats_the_majority_class(workspace):
     pipe = SevlmPipeline.from_pretrained(run_dir / "best" / "model")
     accuracy, scored = emotion_accuracy(explain_artworks(pipe, test, 32, {"max_new_tokens": 8}, []))
     print(f"held-out emotion accuracy {accuracy:.3f} on {scored} artworks; majority class {majority_baseline:.3f}")
-    assert scored >= 15
+    assert scored >= 30
     assert accuracy > majority_baseline, (accuracy, majority_baseline)
 
 

@@ -1,4 +1,5 @@
-"""`emo understand grpo [RECIPE] [key=value ...]` and `emo understand predict --image PATH [--run DIR | --model PATH]`."""
+"""`emo understand grpo [RECIPE] [key=value ...]`, `emo understand predict --image PATH [--run DIR | --model PATH]`
+and `emo understand explain --run RUN (--image PATH | --images DIR)`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 
 from emocli.commands.train import ACCELERATE_CONFIG, DRY_RUN, NUM_PROCESSES, RECIPE_ARGS, RESUME
 
-app = typer.Typer(help="Emotion understanding with vision-language models: GRPO training and prediction.",
+app = typer.Typer(help="Emotion understanding with vision-language models: GRPO training and prediction, "
+                       "SEVLM explanations.",
                   no_args_is_help=True)
 
 
