@@ -256,23 +256,27 @@ def test_heldout_emotion_accuracy_beats_the_majority_class(workspace):
     assert accuracy > majority_baseline, (accuracy, majority_baseline)
 
 
-def test_explain_and_eval_end_to_end(trained, workspace, tmp_path):
+def test_explain_and_eval_end_to_end(trained, workspace, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emocli.cli import app
+
+    monkeypatch.chdir(workspace)  # in-process (saves three interpreter starts); torch is already imported
+    runner = CliRunner()
     image = next((workspace / "data" / "artemis-tiny" / "wikiart" / "Baroque").glob("*.jpg"))
-    result = run_emo("understand", "explain", "--run", str(trained), "--image", str(image), env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = runner.invoke(app, ["understand", "explain", "--run", str(trained), "--image", str(image)])
+    assert result.exit_code == 0, result.output
     assert result.stdout.startswith("emotion: ") and "explanation: " in result.stdout
     folder = tmp_path / "images"
     shutil.copytree(workspace / "data" / "artemis-tiny" / "wikiart" / "Cubism", folder)
-    result = run_emo("understand", "explain", "--run", str(trained), "--images", str(folder), "--sample",
-                     env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = runner.invoke(app, ["understand", "explain", "--run", str(trained), "--images", str(folder), "--sample"])
+    assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (folder / "explanations.jsonl").read_text().splitlines()]
     assert lines and {"image", "text", "emotion", "explanation"} <= set(lines[0])
     out = tmp_path / "eval"
-    result = run_emo("eval", "explanation", "tiny/eval-explanation", f"model.run={trained}",
-                     f"data.prepared={workspace}/data/artemis-tiny-prepared", f"run.output_dir={out}",
-                     env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = runner.invoke(app, ["eval", "explanation", "tiny/eval-explanation", f"model.run={trained}",
+                                 f"data.prepared={workspace}/data/artemis-tiny-prepared", f"run.output_dir={out}"])
+    assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("emotion_accuracy", "BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr", "sacreBLEU", "Unique", "Metaphor"):
         assert key in metrics
