@@ -84,18 +84,20 @@ def test_model_sources():
 
 
 def test_the_other_methods(emoset_prepared, tmp_path):
-    _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", match="model.pretrained.*models/tiny/sd")
+    _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path / 'no-sd'}",
+             match="model.pretrained: Stable Diffusion .*no-sd' does not exist")
     message = _refused(tmp_path, "tiny/emogen", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path}",
                        f"model.clip={tmp_path}", f"model.emotion_encoder={tmp_path}", match="data.alpha")
     assert "model.pretrained" not in message
     _refused(tmp_path, "tiny/emoclip", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path}",
              f"data.captions={tmp_path / 'captions.json'}", match="data.captions: captions file")
     _refused(tmp_path, "tiny/emotion-classifier", f"data.prepared={tmp_path / 'x'}", f"model.clip={tmp_path}",
-             match="data.prepared: EmoSet folder")
+             match="data.prepared: .* is not a prepared EmoSet folder: it does not exist")
     (tmp_path / "samples").mkdir()
     _refused(tmp_path, "tiny/eval-generation", f"data.samples={tmp_path / 'samples'}",
              f"data.prepared={emoset_prepared}", match="holds no <emotion>/\\*.png")
-    _refused(tmp_path, "tiny/grpo", f"data.prepared={emoset_prepared}", match="model.pretrained.*models/tiny/vlm")
+    _refused(tmp_path, "tiny/grpo", f"data.prepared={emoset_prepared}", f"model.pretrained={tmp_path / 'no-vlm'}",
+             match="model.pretrained: vision-language model .*no-vlm' does not exist")
     _refused(tmp_path, "tiny/eval-understanding", f"models.base={tmp_path}", f"models.tuned={tmp_path / 'no-run'}",
              match="models.tuned")
 
@@ -107,3 +109,13 @@ def test_cli_preflight_is_one_line_and_leaves_nothing(tmp_path):
     assert done.returncode == 2 and "data.prepared" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not out.exists()
+
+
+def test_one_data_path_a_release_folder_must_be_prepared_first(emoset_tiny, tmp_path):
+    from emocli.methods.eval_generation.reference import read_records
+
+    _refused(tmp_path, "tiny/emotion-encoder", f"data.prepared={emoset_tiny}", match="not a prepared EmoSet folder")
+    _refused(tmp_path, "tiny/emotion-classifier", f"data.prepared={emoset_tiny}", f"model.clip={tmp_path}",
+             match="not a prepared EmoSet folder")
+    with pytest.raises(EmoError, match="is an EmoSet release folder; prepare it first"):
+        read_records(emoset_tiny)

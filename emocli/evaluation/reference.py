@@ -32,7 +32,7 @@ log = logging.getLogger("emocli")
 
 
 def read_records(prepared) -> list[dict]:
-    """Canonical records of a prepared EmoSet (``records.jsonl``) or of an EmoSet release folder."""
+    """Canonical records of a prepared EmoSet (``records.jsonl``; `emo data prepare emoset` writes it)."""
     root = Path(str(prepared)).expanduser()
     if not root.is_dir():
         raise EmoError(f"prepared EmoSet folder {str(root)!r} does not exist (recipe key data.prepared)")
@@ -51,11 +51,10 @@ def read_records(prepared) -> list[dict]:
             out.append(rec)
         return out
     if (root / "info.json").is_file() and (root / "train.json").is_file():
-        from emocli.data.emoset import EmoSetRelease
-
-        return EmoSetRelease(root).all_records(annotations=False)
-    raise EmoError(f"{root} is neither a prepared EmoSet folder (records.jsonl; `emo data prepare emoset`) nor an "
-                   f"EmoSet release (info.json, train.json) (recipe key data.prepared)")
+        raise EmoError(f"{root} is an EmoSet release folder; prepare it first (`emo data prepare emoset --source "
+                       f"{root} --out DIR`) and set data.prepared=DIR")
+    raise EmoError(f"{root} is not a prepared EmoSet folder (no records.jsonl; make one with `emo data prepare "
+                   f"emoset`) (recipe key data.prepared)")
 
 
 def reference_images(prepared, split: str = "all", emotions=None, cap: int | None = None) -> dict[str, list[str]]:

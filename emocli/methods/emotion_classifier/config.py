@@ -27,8 +27,7 @@ class ClassifierModelSection(Section):
 
 
 class ClassifierDataSection(Section):
-    prepared: str = Field(..., description="a folder written by `emo data prepare emoset` (records.jsonl), "
-                                           "or an EmoSet release folder")
+    prepared: str = Field(..., description="a folder written by `emo data prepare emoset` (records.jsonl)")
     train_split: Split = "train"
     # null: no validation; a split without images falls back to none, with a warning.
     val_split: Optional[Split] = "val"

@@ -13,5 +13,5 @@ def preflight(recipe) -> None:
         lambda: pf.model_source(m.clip, "model.clip", "CLIP"),
         lambda: pf.local_path(m.init_head, "model.init_head", "head weights"),
         lambda: pf.local_path(m.reference_head, "model.reference_head", "head weights"),
-        lambda: pf.emoset_source(d.prepared, [d.train_split], "data.prepared"),
+        lambda: pf.prepared_splits(d.prepared, [d.train_split], "data.prepared"),
     )

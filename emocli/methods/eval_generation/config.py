@@ -19,7 +19,7 @@ METRIC_NAMES: tuple[str, ...] = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "cli
 
 class EvalDataSection(Section):
     samples: str = Field(..., description="a folder written by `emo sample`: <emotion>/<name>.png + .json")
-    prepared: str = Field(..., description="a prepared EmoSet folder (records.jsonl) or an EmoSet release folder")
+    prepared: str = Field(..., description="a prepared EmoSet folder (`emo data prepare emoset`)")
     # "all": every image of the emotion, whatever its split (EmoGen's FID reference); or one split.
     reference_split: Literal["all", "train", "val", "test"] = "all"
     max_reference_per_emotion: Optional[int] = Field(None, ge=2, description="cap for quick runs (first N)")

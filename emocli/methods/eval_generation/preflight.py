@@ -21,8 +21,8 @@ def preflight(recipe) -> None:
     pf.check_all(
         lambda: pf.device(models.device, "models.device"),
         samples,
-        lambda: pf.emoset_source(d.prepared, [] if d.reference_split == "all" else [d.reference_split],
-                                 "data.prepared"),
+        lambda: pf.prepared_splits(d.prepared, [] if d.reference_split == "all" else [d.reference_split],
+                                   "data.prepared"),
         lambda: pf.model_source(models.clip, "models.clip", "CLIP"),
         *[(lambda key=key, value=value: pf.local_path(value, f"models.{key}", "weights")) for key, value in weights],
     )
