@@ -313,7 +313,8 @@ def test_recipes_validate():
 
 @pytest.mark.slow
 def test_full_size_architecture_two_steps(tmp_path, workspace):
-    """CLIP ViT-B/16 + distilgpt2 shapes with random weights, the real recipe's batch (32 artworks), 2 steps."""
+    """The real recipe with CLIP ViT-B/16 + distilgpt2 shapes and random weights, 2 steps. The batch is cut to
+    2 artworks (4 sequences, enough for the contrastive head's two negatives) to stay under ~3 GB on a CPU."""
     out = tmp_path / "run"
     vision = "{hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, " \
              "image_size: 224, patch_size: 16}"
@@ -323,7 +324,7 @@ def test_full_size_architecture_two_steps(tmp_path, workspace):
                      f"model.tokenizer={workspace}/models/tiny/gpt2",
                      f"model.vad_lexicon={workspace}/data/artemis-tiny/synthetic-vad-lexicon.txt",
                      f"data.prepared={workspace}/data/artemis-tiny-prepared", "data.max_eval_images=4",
-                     "launch.mixed_precision=no", "train.max_steps=2", "train.num_workers=0",
+                     "launch.mixed_precision=no", "train.max_steps=2", "train.num_workers=0", "train.batch_size=2",
                      f"run.output_dir={out}", cwd=ROOT, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
