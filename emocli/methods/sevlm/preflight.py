@@ -18,6 +18,15 @@ def _lexicon(path: str) -> None:
     read_lexicon(path)
 
 
+def _java(recipe) -> None:
+    from emocli.errors import EmoError
+    from emocli.metrics.text import java_available
+
+    if (recipe.metrics.meteor or recipe.metrics.ptb_tokenizer) and not java_available():
+        raise EmoError("metrics.meteor / metrics.ptb_tokenizer need Java (`java` on PATH, version 8+); install a "
+                       "JRE or set metrics.meteor=false metrics.ptb_tokenizer=false")
+
+
 def train(recipe) -> None:
     m = recipe.model
     pf.check_all(
@@ -37,4 +46,5 @@ def evaluate(recipe) -> None:
         lambda: pf.device(recipe.device, "device"),
         lambda: _prepared(recipe.data.prepared, recipe.data.images),
         lambda: resolve_model_dir(recipe.model.run, recipe.model.weights),
+        lambda: _java(recipe),
     )
