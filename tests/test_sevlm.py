@@ -298,6 +298,11 @@ def test_bad_model_inputs_are_one_line_errors(workspace, tmp_path):
     result = run_emo("understand", "explain", "--run", str(other), "--image", str(image))
     assert result.returncode == 2 and "not a SEVLM run" in result.stderr
     assert "Traceback" not in result.stderr
+    with pytest.raises(EmoError, match="exactly one of --image PATH or --images DIR"):
+        from emocli.commands.understand import explain
+
+        explain(run=other, image=image, images=image.parent, out=None, weights="best", sample=False, top_p=0.9,
+                temperature=1.0, max_new_tokens=4, batch_size=1, seed=0, device="cpu")
 
 
 def test_recipes_validate():
