@@ -138,6 +138,26 @@ METHODS: dict[str, Method] = {
             command="emo eval empathy",
             preflight="emocli.methods.empathdiffuser.evaluate:preflight",
         ),
+        Method(
+            name="sevlm",
+            schema="emocli.methods.sevlm.config:SevlmRecipe",
+            entry="emocli.methods.sevlm.train:main",
+            default_recipe="sevlm",
+            summary="SEVLM: a small emotional vision-language model for art (frozen CLIP ViT-B/16 + GPT-2 with "
+            "cross-attention, VAD fusion, VAD and contrastive heads) on ArtEmis: '<emotion> because <explanation>'",
+            preflight="emocli.methods.sevlm.preflight:train",
+        ),
+        Method(
+            name="eval-explanation",
+            schema="emocli.methods.sevlm.config:EvalExplanationRecipe",
+            entry="emocli.methods.sevlm.evaluate:main",
+            default_recipe="eval-explanation",
+            summary="Evaluate a SEVLM run on prepared ArtEmis: emotion accuracy (strict majority), BLEU-1..4, "
+            "METEOR, ROUGE-L, CIDEr, sacreBLEU of the explanation, Unique and Metaphor rates "
+            "(run it with `emo eval explanation`)",
+            command="emo eval explanation",
+            preflight="emocli.methods.sevlm.preflight:evaluate",
+        ),
     ]
 }
 

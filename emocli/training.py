@@ -49,6 +49,11 @@ class TrainTask:
     step: int = 0
     epoch: int = 0
 
+    def param_groups(self, model) -> list[dict] | None:
+        """Optimizer parameter groups with their own "lr" (e.g. a module trained faster); None: one group
+        at optim.lr. The LR schedule scales every group alike."""
+        return None
+
     def setup(self, accelerator) -> None:
         """Move frozen components to the device / dtype (called once, before training)."""
 
@@ -200,8 +205,8 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise EmoError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                  weight_decay=optim.weight_decay)
+    optimizer = torch.optim.AdamW(task.param_groups(model) or params, lr=optim.lr, betas=tuple(optim.betas),
+                                  eps=optim.eps, weight_decay=optim.weight_decay)
     task.setup(accelerator)  # frozen parts to the device; may build train_dataset (precomputed features)
     generator = torch.Generator().manual_seed(recipe.run.seed)
     loader = torch.utils.data.DataLoader(

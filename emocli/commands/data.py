@@ -18,12 +18,14 @@ class SynthDataset(str, Enum):
     emoset = "emoset"
     avamerg = "avamerg"
     captions = "captions"
+    artemis = "artemis"
 
 
 class PrepareDataset(str, Enum):
     emoset = "emoset"
     avamerg = "avamerg"
     captions = "captions"
+    artemis = "artemis"
 
 
 def _logging() -> None:
@@ -39,8 +41,15 @@ def synth(
     n: int = typer.Option(..., "--n", min=1, help="Total number of images (avamerg: speaker/listener pairs)."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Write a small synthetic dataset in the exact real layout: EmoSet (official release), AvaMERG
-    (JSON + media), or captioned shapes (train_info.json)."""
+    """Write a small synthetic dataset in the exact real layout: EmoSet (official release), ArtEmis (CSVs +
+    WikiArt-style images), AvaMERG (JSON + media), or captioned shapes (train_info.json)."""
+    if dataset is SynthDataset.artemis:
+        from emocli.data.artemis_synth import synth_artemis
+
+        path = synth_artemis(out, n=n, seed=seed)
+        typer.echo(f"wrote synthetic artemis ({n} artworks, 5 annotations each; CSVs, wikiart/, "
+                   f"synthetic-vad-lexicon.txt) to {path}")
+        return
     if dataset == SynthDataset.captions:
         from emocli.data.captions import synth_captions
 
@@ -62,15 +71,19 @@ def synth(
 @app.command()
 def prepare(
     dataset: PrepareDataset = typer.Argument(..., help="Which dataset to prepare."),
-    source: str = typer.Option(..., "--source", help="An official release folder, a parquet/JSONL export "
-                               "(file or folder), a `datasets` saved folder, or a Hub dataset id (avamerg: "
-                               "the folder holding train.json/test.json, or a Hub id)."),
+    source: str = typer.Option(..., "--source", help="EmoSet: an official release folder, a parquet/JSONL export "
+                               "(file or folder), a `datasets` saved folder, or a Hub dataset id. ArtEmis: "
+                               "artemis_preprocessed.csv, or the release / v2 combined CSV. AvaMERG: the folder "
+                               "holding train.json/test.json, or a Hub id. Captions: see docs/data.md."),
+    images: Optional[Path] = typer.Option(None, "--images", help="ArtEmis only: the WikiArt image folder "
+                                          "(<style>/<painting>.jpg)."),
     media: Optional[Path] = typer.Option(None, "--media", help="avamerg: folder of dia{conv}utt{idx}_{ID}.png/.mp4."),
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=0.9,
                                        help="avamerg: share of train conversations held out as val."),
     out: Path = typer.Option(..., "--out", help="Output folder (created; see docs/data.md)."),
     streaming: bool = typer.Option(False, "--streaming", help="Stream a Hub dataset instead of downloading it."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the balanced lists."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="EmoSet: seed of the balanced lists (default 0). "
+                                       "ArtEmis release CSVs: seed of the split by artwork (default 2021)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only these splits (comma-separated)."),
     min_attribute_images: int = typer.Option(3, "--min-attribute-images", min=1,
                                              help="Fewest training images an attribute needs for the vocabulary."),
@@ -80,16 +93,19 @@ def prepare(
                                         help="captions: images held out as the test split when the source "
                                         "has none."),
 ):
-    """Prepare a dataset: canonical records, primary attributes, balanced lists, attribute vocabulary
-    (emoset); speaker/listener pairs with frames and emotion labels, split by conversation (avamerg);
-    train/test caption JSONL (captions)."""
+    """Prepare a dataset. emoset: canonical records, primary attributes, balanced lists, attribute vocabulary.
+    artemis: per-artwork annotations and emotion histograms per split, the contrastive subset, COCO references.
+    avamerg: speaker/listener pairs with frames and emotion labels, split by conversation. captions: train/test
+    caption JSONL."""
     import json
+
+    from emocli.errors import EmoError
 
     if dataset == PrepareDataset.captions:
         from emocli.data.captions import prepare_captions
 
         _logging()
-        path = prepare_captions(source, out, streaming=streaming, seed=seed, test_fraction=test_fraction,
+        path = prepare_captions(source, out, streaming=streaming, seed=seed or 0, test_fraction=test_fraction,
                                 overwrite=overwrite, workers=workers)
         manifest = json.loads((path / "prepare.json").read_text())
         counts, bad = manifest["counts"], manifest["bad_image_count"]
@@ -101,21 +117,37 @@ def prepare(
 
     if dataset == PrepareDataset.avamerg:
         from emocli.data.avamerg import prepare_avamerg
-        from emocli.errors import EmoError
 
         if media is None:
             raise EmoError("emo data prepare avamerg needs --media DIR (the frames/videos dia{conv}utt{idx}_{ID})")
         _logging()
-        path = prepare_avamerg(source, media, out, seed=seed, val_fraction=val_fraction, overwrite=overwrite)
+        path = prepare_avamerg(source, media, out, seed=seed or 0, val_fraction=val_fraction, overwrite=overwrite)
         manifest = json.loads((path / "prepare.json").read_text())
         counts = manifest["counts"]
         typer.echo(f"prepared avamerg: {counts['total']} pairs ({', '.join(f'{s} {n}' for s, n in counts['per_split'].items())}), "
                    f"{counts['frames_from_video']} frames from mp4, {manifest['bad_media_count']} bad media skipped -> {path}")
         return
-    from emocli.data.prepare import prepare_emoset
 
     _logging()
-    path = prepare_emoset(source, out, streaming=streaming, seed=seed, split=split,
+    if dataset is PrepareDataset.artemis:
+        from emocli.data.artemis import prepare_artemis
+
+        if images is None:
+            raise EmoError("emo data prepare artemis needs --images WIKIART_DIR (the <style>/<painting>.jpg folder)")
+        path = prepare_artemis(Path(source), images, out, seed=2021 if seed is None else seed, overwrite=overwrite,
+                               workers=workers)
+        m = json.loads((path / "prepare.json").read_text())
+        counts = m["counts"]
+        typer.echo(f"prepared artemis ({m['source_format']} CSV): artworks "
+                   f"{', '.join(f'{s} {n}' for s, n in counts['artworks'].items())}; contrastive train "
+                   f"{counts['train_contrastive']}; missing images {m['missing_image_count']}, corrupt "
+                   f"{m['corrupt_image_count']} (named in {path / 'prepare.json'}) -> {path}")
+        return
+    if images is not None:
+        raise EmoError("--images is for ArtEmis only; EmoSet sources carry their images")
+    from emocli.data.prepare import prepare_emoset
+
+    path = prepare_emoset(source, out, streaming=streaming, seed=seed or 0, split=split,
                           min_attribute_images=min_attribute_images, overwrite=overwrite, workers=workers)
     manifest = json.loads((path / "prepare.json").read_text())
     counts = manifest["counts"]["per_split"]
@@ -176,7 +208,7 @@ def import_emogen(
 
 @app.command()
 def stats(folder: Path = typer.Argument(..., help="A folder written by `emo data prepare`.")):
-    """Images per split and emotion, attribute coverage and bad images of a prepared folder."""
+    """Images per split and emotion, attribute coverage and bad images of a prepared folder (ArtEmis: counts)."""
     import json
 
     from rich.console import Console
@@ -191,10 +223,17 @@ def stats(folder: Path = typer.Argument(..., help="A folder written by `emo data
     try:
         m = json.loads(manifest_path.read_text())
         counts = m["counts"]
-        splits = list(m["splits"])
+        splits = list(m["splits"]) if m.get("dataset") != "artemis" else []
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise EmoError(f"cannot read {manifest_path}: {e}") from None
     console = Console(soft_wrap=True)
+    if m.get("dataset") == "artemis":
+        console.print(f"[bold]{folder}[/bold]  ArtEmis from {m.get('source')} ({m.get('source_format')} CSV)")
+        for kind in ("artworks", "annotations"):
+            console.print(f"{kind}: " + ", ".join(f"{s} {n}" for s, n in counts[kind].items()))
+        console.print(f"contrastive train artworks: {counts['train_contrastive']}; missing images "
+                      f"{m['missing_image_count']}, corrupt {m['corrupt_image_count']} (listed in {manifest_path})")
+        return
     console.print(f"[bold]{folder}[/bold]  source {m.get('source')} ({m.get('source_kind')}), seed {m.get('seed')}")
 
     table = Table(title="images per split and emotion")

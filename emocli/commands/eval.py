@@ -1,4 +1,5 @@
-"""`emo eval generation [RECIPE] [key=value ...] [--compare RUN_A RUN_B]` and `emo eval tiny-weights`."""
+"""`emo eval generation [RECIPE] [key=value ...] [--compare RUN_A RUN_B]`, `emo eval explanation [RECIPE]` and
+`emo eval tiny-weights`."""
 
 from __future__ import annotations
 
@@ -64,4 +65,20 @@ def empathy(
     from emocli.commands.train import execute, load_for_command
 
     recipe = load_for_command("eval-empathy", args or [])
+    execute(recipe, resume=False, dry_run=dry_run)
+
+
+@app.command("explanation")
+def explanation(
+    args: Optional[list[str]] = typer.Argument(None, help="[RECIPE] [key.path=value | ~key.path ...]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+):
+    """SEVLM on a prepared ArtEmis split: emotion accuracy (strict majority), BLEU-1..4, METEOR, ROUGE-L, CIDEr
+    and sacreBLEU of the explanation (text after "because"), Unique and Metaphor rates, third-party reference rows.
+
+    Writes RUN/metrics.json, predictions.jsonl, report.md, report.html and plots/confusion.png.
+    """
+    from emocli.commands.train import execute, load_for_command
+
+    recipe = load_for_command("eval-explanation", args or [])
     execute(recipe, resume=False, dry_run=dry_run)
