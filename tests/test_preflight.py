@@ -112,7 +112,7 @@ def test_cli_preflight_is_one_line_and_leaves_nothing(tmp_path):
 
 
 def test_one_data_path_a_release_folder_must_be_prepared_first(emoset_tiny, tmp_path):
-    from emocli.methods.eval_generation.reference import read_records
+    from emocli.evaluation.reference import read_records
 
     _refused(tmp_path, "tiny/emotion-encoder", f"data.prepared={emoset_tiny}", match="not a prepared EmoSet folder")
     _refused(tmp_path, "tiny/emotion-classifier", f"data.prepared={emoset_tiny}", f"model.clip={tmp_path}",
