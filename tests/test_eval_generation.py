@@ -157,6 +157,26 @@ def test_eval_generation_end_to_end(env, first_eval):
     assert "| Method | FID↓ | LPIPS↑ | Emo-A↑ | Sem-C↑ | Sem-D↑ | CLIP-I↑ | CLIP-T↑ |" in report
     assert "| EmoGen (paper) | 41.60 | 0.717 | 76.25% | 0.633 | 0.0335 | – | – | reference: EmoGen Table 1 |" in report
     assert "(this run)" in report and "## Conventions" in report
+    # random tiny weights are not the reference networks: named in metrics.json, flagged in the Table-1 row
+    assert result["weights"]["inception"]["status"] == "unverified"
+    assert result["metrics"]["fid"]["weights"]["inception"]["path"] == str(Path(env["weights"]["inception"]).resolve())
+    row = next(line for line in report.splitlines() if "(this run)" in line)
+    assert "⚠ FID: unverified weights (models.inception)" in row and "⚠ Sem-C: unverified weights" in row
+    assert "## Weights" in report
+    # seeded bootstrap intervals per emotion and pooled; EmoGen's cross-emotion pair sampling beside ours
+    for name, m in result["metrics"].items():
+        lo, hi = m["ci"]["pooled"]
+        assert lo <= m["value"] + 1e-9 and m["value"] <= hi + 1e-9 or name == "fid", (name, m["ci"])
+        assert set(m["ci"]["per_emotion"]) <= set(EMOTIONS) and m["ci"]["resamples"] in (50, 200), name
+    for key in ("lpips", "sem_d"):
+        variant = result["metrics"][key]["original_pairs"]
+        # the first emotion draws from its own images only, with the same generator: the same pairs
+        assert variant["per_emotion"]["amusement"] == pytest.approx(result["metrics"][key]["per_emotion"]["amusement"])
+        assert variant["per_emotion"]["sadness"] != pytest.approx(result["metrics"][key]["per_emotion"]["sadness"])
+    assert "(this run, EmoGen's cross-emotion pairs)" in report
+    assert "- reference image bytes: " in report  # original bytes or the re-encode, from prepare.json
+    pairs = [json.loads(line) for line in (out / "per_pair.jsonl").read_text().splitlines()]
+    assert len(pairs) == 8 * 3 and {"lpips", "sem_d", "a", "b"} <= set(pairs[0])
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8  # confusion matrix + 7 per-emotion bar charts
     assert html.count("data:image/jpeg;base64,") == 8 * 3  # the image grids
@@ -241,7 +261,7 @@ def test_identical_sets_give_fid_zero_and_unconfigured_metrics_are_skipped(env, 
     assert "models.emotion_head" in result["skipped"]["emo_a"]
     report = (out / "report.md").read_text()
     assert "## Skipped" in report and "models.scene_classifier" in report
-    assert "| eval-same (this run) | 0.00 |" in report
+    assert "| eval-same (this run) | 0.00 [" in report  # FID 0, then its bootstrap interval
 
 
 def test_compare_prints_both_runs(env, first_eval, tmp_path):
@@ -258,6 +278,9 @@ def test_compare_prints_both_runs(env, first_eval, tmp_path):
     assert done.returncode == 0, done.stderr
     assert str(out) in done.stdout and str(other) in done.stdout
     assert "eval-a" in done.stdout and "eval-b" in done.stdout
+    # the per-image rows are the same, so the paired bootstrap finds no real difference in Emo-A
+    emo_a = next(line for line in done.stdout.splitlines() if line.strip("│ ").startswith("Emo-A"))
+    assert "n.s." in emo_a and "no paired test" in done.stdout  # FID has no units to pair
     for name in ("FID", "LPIPS", "Emo-A", "Sem-C", "Sem-D", "CLIP-I", "CLIP-T"):
         assert name in done.stdout
     assert "50.00%" in done.stdout

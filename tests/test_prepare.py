@@ -314,6 +314,8 @@ def test_parquet_source_maps_onto_the_same_records(faulty, tmp_path):
         assert {k: v for k, v in x.items() if k != "image"} == {k: v for k, v in y.items() if k != "image"}
         assert y["image"] == str(from_parquet / "images" / y["emotion"] / f"{y['id']}.jpg")
         assert Image.open(y["image"]).format == "JPEG"
+        assert Path(y["image"]).read_bytes() == Path(x["image"]).read_bytes()  # the original bytes, no re-encode
+    assert manifest["image_bytes"]["original"] == len(b) and manifest["image_bytes"]["reencoded"] == 0
     for name in ("attributes.jsonl", "attribute_counts.json", "attribute_vocab.json", "balanced/scene.json",
                  "balanced/object.json"):
         assert (from_release / name).read_bytes() == (from_parquet / name).read_bytes(), name

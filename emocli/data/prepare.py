@@ -9,7 +9,8 @@ A prepared folder (format "emo-prepared-emoset/1"; every file is described in do
     attribute_vocab.json    per-emotion attribute lists and their union (the attribute-loss vocabulary)
     balanced/scene.json     image ids, every emotion oversampled to the largest (EmoGen's dataset_balance)
     balanced/object.json
-    images/<emotion>/<id>.jpg   only for sources that embed images (parquet, Hub, `datasets` folders)
+    images/<emotion>/<id>.jpg   only for sources that embed images (parquet, Hub, `datasets` folders): the
+                                original bytes (.jpg/.png/.webp); decoded images re-encoded as JPEG
 
 Sources: an official release folder (`EmoSetRelease`), a local parquet / JSONL file or a folder of
 them, a folder written by `datasets`' `save_to_disk`, or a Hub dataset id. Everything is written
@@ -371,10 +372,17 @@ class _TableSource(_Source):
                     record["image"] = str(payload)
                 else:
                     image = _decode(payload)
+                    kept = _original_suffix(payload)
+                    if kept:  # the source's own encoded bytes, unchanged (FID reads these pixels)
+                        name = str(Path(name).with_suffix(kept))
                     target = stage / "images" / record["emotion"] / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    image.save(target, format="JPEG", quality=JPEG_QUALITY)
+                    if kept:
+                        target.write_bytes(payload)
+                    else:
+                        image.save(target, format="JPEG", quality=JPEG_QUALITY)
                     record["image"] = str(final / "images" / record["emotion"] / name)
+                    record["_bytes"] = "original" if kept else "reencoded"
             except Exception as e:  # _BadImage, CorruptImage and PIL's many exception types
                 name = str(payload) if isinstance(payload, Path) else where
                 return None, (name, getattr(e, "reason", None) or str(e) or type(e).__name__)
@@ -473,6 +481,20 @@ def _decode(payload):
             raise _BadImage(f"unreadable image ({type(e).__name__}: {e})") from None
     payload.load()
     return _to_rgb(payload)
+
+
+KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+
+def _original_suffix(payload) -> str | None:
+    """The file suffix under which encoded `payload` bytes are kept as they are (JPEG, PNG, WebP); None for
+    decoded images and other formats, which are re-encoded as JPEG (quality JPEG_QUALITY)."""
+    if not isinstance(payload, bytes):
+        return None
+    from PIL import Image
+
+    with Image.open(io.BytesIO(payload)) as im:
+        return KEPT_FORMATS.get(im.format or "")
 
 
 def _safe_name(image_id: str) -> str:
@@ -761,6 +783,7 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
     try:
         records: list[dict] = []
         bad: list[tuple[str, str]] = []
+        image_bytes = {"original": 0, "reencoded": 0}  # embedded images: kept as they came, or re-encoded
         for name in splits:
             total = src.count(name)
             results = src.produce(name, stage, out, workers, keep)
@@ -772,6 +795,8 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
                     if len(bad) <= MAX_NAMED_WARNINGS:
                         log.warning("skipping bad image %s: %s", problem[0], problem[1])
                     continue
+                if "_bytes" in record:
+                    image_bytes[record["_bytes"]] += 1
                 records.append({key: record[key] for key in RECORD_FIELDS})
         if len(bad) > MAX_NAMED_WARNINGS:
             log.warning("... and %d more bad images (all listed in %s)", len(bad) - MAX_NAMED_WARNINGS, MANIFEST)
@@ -786,6 +811,9 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
             "bad_image_count": len(bad), "bad_images": [p for p, _ in bad],
             "bad_image_reasons": {p: r for p, r in bad},
             "missing_fields": list(src.missing_fields), **src.info(),
+            "image_bytes": {**image_bytes, "reencoded_as": f"JPEG quality {JPEG_QUALITY}",
+                            "note": "embedded JPEG/PNG/WebP bytes are written unchanged; decoded images and other "
+                                    "formats are re-encoded"},
             "emocli_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         ordered = {k: manifest[k] for k in _MANIFEST_ORDER if k in manifest}

@@ -19,6 +19,7 @@ import torch
 
 from emocli.errors import EmoError
 from emocli.evaluation.cache import file_identity
+from emocli.evaluation.provenance import check_weights
 
 log = logging.getLogger("emocli")
 
@@ -62,7 +63,8 @@ def load_clip(name_or_path: str, recipe_key: str, device: torch.device):
 
 
 def load_inception(path, recipe_key: str, mode: str, device: torch.device):
-    """`InceptionFeatures` (FID Inception-v3 + preprocessing `mode`) from a published weights file."""
+    """`InceptionFeatures` (FID Inception-v3 + preprocessing `mode`) from a published weights file; its
+    `.provenance` says whether it is the 2015-12-05 FID network (`emocli.evaluation.provenance`)."""
     from emocli.metrics import fid
     from emocli.metrics.common import load_state_dict_file
 
@@ -73,7 +75,10 @@ def load_inception(path, recipe_key: str, mode: str, device: torch.device):
         fid.load_inception_weights(net, state, source=repr(str(p)))
     except EmoError as e:
         raise _rekey(e, fid.RECIPE_KEY, recipe_key) from None
-    return fid.InceptionFeatures(net, mode=mode).to(device)
+    features = fid.InceptionFeatures(net, mode=mode).to(device)
+    features.provenance = check_weights("inception", p, state)
+    _warn_unverified(features.provenance, recipe_key)
+    return features
 
 
 def load_lpips(backbone_path, heads_path, backbone_key: str, heads_key: str, device: torch.device):
@@ -95,14 +100,29 @@ def load_lpips(backbone_path, heads_path, backbone_key: str, heads_key: str, dev
         model = lpips.LPIPS(net).load_heads(heads)
     except EmoError as e:
         raise _rekey(_rekey(e, lpips.BACKBONE_KEY, backbone_key), lpips.HEADS_KEY, heads_key) from None
+    model.provenance = {"backbone": check_weights("lpips_backbone", bp, state),
+                        "heads": check_weights("lpips_heads", hp, heads)}
+    _warn_unverified(model.provenance["backbone"], backbone_key)
+    _warn_unverified(model.provenance["heads"], heads_key)
     return model.to(device)
 
 
-def load_resnet(path, recipe_key: str, what: str, device: torch.device):
+def load_resnet(path, recipe_key: str, what: str, device: torch.device, kind: str = "object_classifier"):
+    """A ResNet-50 classifier; `.provenance` checks it against the reference network of `kind`
+    ("scene_classifier": Places365, "object_classifier": torchvision ImageNet)."""
     from emocli.metrics.semantic import ResNet50
 
     p = require_path(path, recipe_key, what)
-    return ResNet50.from_file(p, recipe_key=recipe_key).to(device).eval()
+    model = ResNet50.from_file(p, recipe_key=recipe_key)
+    model.provenance = check_weights(kind, p, model.state_dict())
+    _warn_unverified(model.provenance, recipe_key)
+    return model.to(device).eval()
+
+
+def _warn_unverified(provenance: dict, recipe_key: str) -> None:
+    if provenance["status"] == "unverified":
+        log.warning("%s: %s is not the reference %s (%s); metrics using it are flagged", recipe_key,
+                    provenance["path"], provenance["reference"], provenance["why"])
 
 
 # --------------------------------------------------------------------------------------------- extractors

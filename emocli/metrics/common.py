@@ -167,3 +167,15 @@ def group_rng(seed: int, group: str) -> np.random.Generator:
 def within_group_pairs(sizes: Mapping[str, int], pairs_per_group: int, seed: int) -> dict[str, list]:
     """For each group (emotion), `pairs_per_group` random distinct pairs of its own items."""
     return {name: sample_pairs(int(n), int(pairs_per_group), group_rng(seed, name)) for name, n in sizes.items()}
+
+
+def cumulative_pairs(sizes: Mapping[str, int], pairs_per_group: int, seed: int) -> dict[str, list]:
+    """EmoGen's original pair sampling, kept for comparison with its Table 1: its script never reset the image
+    list between emotions, so emotion k (in the order of `sizes`) drew its pairs from the images of emotions
+    1..k together. Returns {group: [((group_a, index_a), (group_b, index_b)), ...]}; the first group's pairs
+    equal its within-group pairs (same generator, same pool)."""
+    out, pool = {}, []
+    for name, n in sizes.items():
+        pool += [(name, i) for i in range(int(n))]
+        out[name] = [(pool[a], pool[b]) for a, b in sample_pairs(len(pool), int(pairs_per_group), group_rng(seed, name))]
+    return out

@@ -72,6 +72,12 @@ class EvalMetricsSection(Section):
     # CLIP-T text per image; fields {emotion}, {object} and {prompt} come from the sample's .json sidecar.
     clip_t_template: str = "an image of {emotion} {object}"
     batch_size: int = Field(32, ge=1)
+    # Seeded percentile bootstrap intervals (stratified by emotion; docs/metrics.md). Resamples per metric
+    # (0: no intervals); FID has its own cap since every resample is one FID per emotion plus the pooled one.
+    bootstrap_resamples: int = Field(200, ge=0, le=10000)
+    bootstrap_fid_resamples: int = Field(50, ge=0, le=2000)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_seed: int = 0
 
 
 class EvalReportSection(Section):

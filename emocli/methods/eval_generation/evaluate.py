@@ -134,12 +134,14 @@ def read_generated(data) -> tuple[dict[str, list[Path]], dict[str, dict]]:
 
 def lpips_scores(generated: dict[str, list[Path]], model, pairs_per_emotion: int, seed: int, cache_dir: Path,
                  identity: dict, value_range: str = "correct", resize: int | None = None,
-                 batch_size: int = 32) -> tuple[dict, dict]:
-    """LPIPS diversity over the same within-emotion pairs as `emocli.metrics.lpips.lpips_diversity`, with the
-    distance of every pair cached (keyed by both images' path + mtime). Returns (result, counts)."""
+                 batch_size: int = 32, sampling: str = "within") -> tuple[dict, dict]:
+    """LPIPS diversity over the same within-emotion pairs as `emocli.metrics.lpips.lpips_diversity`
+    (``sampling="within"``), or over EmoGen's original cumulative cross-emotion pairs (``"cumulative"``,
+    `emocli.metrics.common.cumulative_pairs`), with the distance of every pair cached (keyed by both
+    images' path + mtime). Returns (result, counts)."""
     from emocli.data.emoset import CorruptImage, load_rgb
     from emocli.evaluation.cache import digest, image_key
-    from emocli.metrics.common import to_uint8_chw, within_group_pairs
+    from emocli.metrics.common import cumulative_pairs, to_uint8_chw, within_group_pairs
 
     file = cache_dir / f"lpips-{digest(identity)}.json"
     table: dict[str, float] = {}
@@ -148,13 +150,23 @@ def lpips_scores(generated: dict[str, list[Path]], model, pairs_per_emotion: int
             table = dict(json.loads(file.read_text())["pairs"])
         except (ValueError, KeyError, TypeError):
             log.warning("LPIPS pair cache %s is unreadable; recomputing", file)
-    pairs = within_group_pairs({e: len(p) for e, p in generated.items()}, pairs_per_emotion, seed)
+    sizes = {e: len(p) for e, p in generated.items()}
+    if sampling == "cumulative":
+        pairs = cumulative_pairs(sizes, pairs_per_emotion, seed)
+    else:
+        pairs = {e: [((e, i), (e, j)) for i, j in ps] for e, ps in within_group_pairs(sizes, pairs_per_emotion,
+                                                                                      seed).items()}
     keys = {e: [image_key(p) for p in paths] for e, paths in generated.items()}
-    todo = [(e, i, j) for e, ps in pairs.items() for i, j in ps if f"{keys[e][i]}||{keys[e][j]}" not in table]
+
+    def pair_key(a, b) -> str:
+        return f"{keys[a[0]][a[1]]}||{keys[b[0]][b[1]]}"
+
+    todo = [(a, b) for ps in pairs.values() for a, b in ps if pair_key(a, b) not in table]
     counts = {"cached": sum(len(ps) for ps in pairs.values()) - len(todo), "computed": len(todo)}
     images: dict[tuple[str, int], torch.Tensor] = {}
 
-    def image(e: str, i: int) -> torch.Tensor:
+    def image(item: tuple[str, int]) -> torch.Tensor:
+        e, i = item
         if (e, i) not in images:
             try:
                 im = load_rgb(generated[e][i])
@@ -171,40 +183,42 @@ def lpips_scores(generated: dict[str, list[Path]], model, pairs_per_emotion: int
     for start in range(0, len(todo), step):
         chunk = todo[start:start + step]
         groups: dict[tuple, list] = {}
-        for e, i, j in chunk:  # equal sizes batch together
-            a, b = image(e, i), image(e, j)
+        for pa, pb in chunk:  # equal sizes batch together
+            a, b = image(pa), image(pb)
             if a.shape != b.shape:
-                raise EmoError(f"LPIPS compares images of one size: {generated[e][i].name} is "
-                               f"{tuple(a.shape[1:])}, {generated[e][j].name} is {tuple(b.shape[1:])}; set "
-                               f"metrics.lpips_resize")
-            groups.setdefault(tuple(a.shape), []).append((e, i, j, a, b))
+                raise EmoError(f"LPIPS compares images of one size: {generated[pa[0]][pa[1]].name} is "
+                               f"{tuple(a.shape[1:])}, {generated[pb[0]][pb[1]].name} is {tuple(b.shape[1:])}; "
+                               f"set metrics.lpips_resize")
+            groups.setdefault(tuple(a.shape), []).append((pa, pb, a, b))
         for items in groups.values():
-            xa = torch.stack([it[3] for it in items])
-            xb = torch.stack([it[4] for it in items])
+            xa = torch.stack([it[2] for it in items])
+            xb = torch.stack([it[3] for it in items])
             if value_range == "raw":  # EmoGen's mistake: [0, 1] floats fed as if they were [-1, 1]
                 d = model.distance(xa.float() / 255.0, xb.float() / 255.0, value_range="raw")
             else:
                 d = model.distance(xa, xb, value_range="uint8")
-            for (e, i, j, _, _), v in zip(items, d.double().tolist()):
-                table[f"{keys[e][i]}||{keys[e][j]}"] = float(v)
+            for (pa, pb, _, _), v in zip(items, d.double().tolist()):
+                table[pair_key(pa, pb)] = float(v)
     if todo:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.tmp")
         tmp.write_text(json.dumps({"identity": identity, "pairs": table}))
         tmp.replace(file)
-    per_emotion, counts_e, values_all, skipped = {}, {}, [], []
+    per_emotion, counts_e, values_all, skipped, pair_values = {}, {}, [], [], {}
     for e, ps in pairs.items():
         if not ps:
             skipped.append(e)
             continue
-        values = np.array([table[f"{keys[e][i]}||{keys[e][j]}"] for i, j in ps], dtype=np.float64)
+        values = np.array([table[pair_key(a, b)] for a, b in ps], dtype=np.float64)
         per_emotion[e] = float(values.mean())
         counts_e[e] = len(ps)
         values_all.append(values)
+        pair_values[e] = values
     if not per_emotion:
         raise EmoError("LPIPS diversity needs at least one emotion with two or more images")
     result = {"value": float(np.mean(list(per_emotion.values()))), "per_emotion": per_emotion,
-              "pooled": float(np.concatenate(values_all).mean()), "pairs": counts_e, "skipped_emotions": skipped}
+              "pooled": float(np.concatenate(values_all).mean()), "pairs": counts_e, "skipped_emotions": skipped,
+              "_units": pair_values}
     return result, counts
 
 
@@ -232,6 +246,7 @@ def evaluate_generation(recipe, out_dir) -> dict:
     """Compute everything for `recipe`, write the outputs into `out_dir`, return the metrics.json dict."""
     from emocli.evaluation import backbones as bb
     from emocli.evaluation.cache import FeatureCache, extract_features, file_identity
+    from emocli.evaluation.provenance import check_clip, check_weights
     from emocli.evaluation.reference import (
         normalise,
         reference_images,
@@ -261,21 +276,27 @@ def evaluate_generation(recipe, out_dir) -> dict:
     use = set(plan)
     clip_ex = inception_ex = semc_ex = lpips_model = head = None
     head_info = None
+    weights: dict[str, dict] = {}  # recipe key under models -> provenance (emocli.evaluation.provenance)
     if use & {"emo_a", "sem_d", "clip_i", "clip_t"}:
         model, processor = bb.load_clip(models.clip, "models.clip", device)
         clip_ex = bb.ClipImageExtractor(model, processor, models.clip, cfg.batch_size)
+        weights["clip"] = check_clip(models.clip, model)
     if "fid" in use:
         inception = bb.load_inception(models.inception, "models.inception", cfg.fid_preprocess, device)
         inception_ex = bb.InceptionExtractor(inception, models.inception, cfg.fid_preprocess)
+        weights["inception"] = inception.provenance
     if "sem_c" in use:
         scene = bb.load_resnet(models.scene_classifier, "models.scene_classifier",
-                               "Sem-C scene classifier (resnet50_places365.pth.tar)", device)
+                               "Sem-C scene classifier (resnet50_places365.pth.tar)", device, "scene_classifier")
         objects = bb.load_resnet(models.object_classifier, "models.object_classifier",
-                                 "Sem-C object classifier (resnet50-0676ba61.pth)", device)
+                                 "Sem-C object classifier (resnet50-0676ba61.pth)", device, "object_classifier")
+        weights["scene_classifier"], weights["object_classifier"] = scene.provenance, objects.provenance
         semc_ex = bb.SemCExtractor(scene, objects, models.scene_classifier, models.object_classifier)
     if "lpips" in use:
         lpips_model = bb.load_lpips(models.lpips_backbone, models.lpips_heads, "models.lpips_backbone",
                                     "models.lpips_heads", device)
+        weights["lpips_backbone"], weights["lpips_heads"] = (lpips_model.provenance["backbone"],
+                                                             lpips_model.provenance["heads"])
     if "emo_a" in use:
         from emocli.methods.emotion_classifier.head import load_emotion_head
 
@@ -286,6 +307,7 @@ def evaluate_generation(recipe, out_dir) -> dict:
                            f"models.clip); EmoGen's head needs openai/clip-vit-large-patch14")
         if head_info.get("clip") and str(head_info["clip"]) != str(models.clip):
             log.warning("the Emo-A head was trained on CLIP %s, evaluating with %s", head_info["clip"], models.clip)
+        weights["emotion_head"] = check_weights("emotion_head", head_info["source"], head.state_dict())
         head = head.to(device)
     seconds["load_models"] = time.perf_counter() - t
     log.info("evaluating %d generated images of %d emotions from %s: %s", sum(sizes.values()), len(emotions),
@@ -341,6 +363,9 @@ def evaluate_generation(recipe, out_dir) -> dict:
         lp, lp_counts = lpips_scores(generated, lpips_model, cfg.pairs_per_emotion, cfg.pair_seed, feature_dir,
                                      identity, cfg.lpips_value_range, cfg.lpips_resize, cfg.batch_size)
         extraction.counts["lpips_pairs"] = lp_counts
+        orig, _ = lpips_scores(generated, lpips_model, cfg.pairs_per_emotion, cfg.pair_seed, feature_dir, identity,
+                               cfg.lpips_value_range, cfg.lpips_resize, cfg.batch_size, sampling="cumulative")
+        lp["original_pairs"] = _original_pairs_variant("LPIPS", orig["value"], orig["per_emotion"], cfg)
         rng = "[0, 1] fed as [-1, 1] (EmoGen's mistake, for comparison)" if cfg.lpips_value_range == "raw" \
             else "[-1, 1]"
         lp.update(name="LPIPS", higher_is_better=True,
@@ -369,7 +394,22 @@ def evaluate_generation(recipe, out_dir) -> dict:
                                     models.clip)
         for row, text in zip(per_image, texts):
             row["clip_t_text"] = text
+    for name, result_m in results.items():
+        result_m["weights"] = {key: weights[key] for key in NEEDS[name][0] if key in weights}
     seconds["metrics"] = time.perf_counter() - t
+
+    # ---- seeded bootstrap intervals, per emotion and pooled
+    t = time.perf_counter()
+    units = _units(results, feats, labels, cfg)
+    seen: dict[str, int] = {}
+    for row, e in zip(per_image, labels):  # per-image values, for a paired `--compare`
+        k = seen[e] = seen.get(e, -1) + 1
+        for name in ("clip_t", "clip_i"):
+            if name in units:
+                row[name] = float(units[name][e][k])
+    pair_rows = _pair_rows(results, units, generated, cfg)
+    _intervals(results, units, feats, real, cfg)
+    seconds["bootstrap"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
 
     result = {
@@ -380,6 +420,7 @@ def evaluate_generation(recipe, out_dir) -> dict:
         "samples": str(Path(data.samples).expanduser().resolve()),
         "prepared": str(Path(data.prepared).expanduser().resolve()),
         "reference_split": data.reference_split,
+        "reference_bytes": reference_bytes(data.prepared),
         "emotions": emotions,
         "counts": {"generated": sizes, "reference": ref_counts},
         "table1": {DISPLAY[k]: results[k]["value"] for k in DISPLAY if k in results},
@@ -387,12 +428,16 @@ def evaluate_generation(recipe, out_dir) -> dict:
         "skipped": skipped,
         "models": {k: v for k, v in models.model_dump().items() if v is not None},
         "emotion_head": head_info,
+        "weights": weights,
         "cache": {"generated": extraction.counts, "feature_dir": str(feature_dir.resolve()),
                   "reference": ref_status},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     with (out_dir / "per_image.jsonl").open("w") as f:
         for row in per_image:
+            f.write(json.dumps(row) + "\n")
+    with (out_dir / "per_pair.jsonl").open("w") as f:
+        for row in pair_rows:
             f.write(json.dumps(row) + "\n")
     from emocli.methods.eval_generation.report import write_reports
 
@@ -405,6 +450,16 @@ def evaluate_generation(recipe, out_dir) -> dict:
 # --------------------------------------------------------------------------------------------- metrics
 
 
+def reference_bytes(prepared) -> dict | None:
+    """How the prepared EmoSet stored its images (prepare.json's ``image_bytes``): original bytes, or how many
+    were re-encoded. None for a release folder (its own files) or an older prepared folder."""
+    manifest = Path(str(prepared)).expanduser() / "prepare.json"
+    try:
+        return json.loads(manifest.read_text()).get("image_bytes") if manifest.is_file() else None
+    except ValueError:
+        return None
+
+
 def frechet_to_features(features, real, method: str = "auto") -> tuple[float, str]:
     """FID between the generated `features` (N, D) and reference statistics `real` (`FeatureStats`).
 
@@ -415,20 +470,13 @@ def frechet_to_features(features, real, method: str = "auto") -> tuple[float, st
     (and for the explicit methods) `emocli.metrics.fid.frechet_distance` on the two statistics
     ("symmetric" under "auto"). Returns (value, the method used).
     """
+    from emocli.metrics.bootstrap import fid_to_features
     from emocli.metrics.fid import FeatureStats
 
     x = np.asarray(torch.as_tensor(features).double().numpy(), dtype=np.float64)
     n, d = x.shape
     if method == "auto" and n - 1 < d:
-        mu = x.mean(axis=0)
-        xc = x - mu
-        s_real = real.cov
-        small = xc @ s_real @ xc.T / (n - 1)
-        eig = np.linalg.eigvalsh((small + small.T) / 2)
-        tr_covmean = float(np.sqrt(np.clip(eig, 0, None)).sum())
-        diff = real.mean - mu
-        value = float(diff @ diff + np.trace(s_real) + (xc * xc).sum() / (n - 1) - 2.0 * tr_covmean)
-        return value, "lowrank-exact"
+        return fid_to_features(x, real), "lowrank-exact"
     used = "symmetric" if method == "auto" else method
     return FeatureStats.from_features(x).fid(real, method=used), used
 
@@ -486,7 +534,7 @@ def _emo_a(features: torch.Tensor, labels: list[str], head, head_info: dict, cli
                       "get_image_features; the label is the emotion folder the image was generated for",
         "per_emotion": per, "polarity_accuracy": report["polarity_accuracy"],
         "mean_true_prob": report["mean_true_prob"], "confusion": report["confusion"], "labels": report["labels"],
-        "n": report["n"],
+        "n": report["n"], "_preds": [p for p, _ in preds],
     }, preds
 
 
@@ -506,11 +554,30 @@ def _sem_c(features: dict[str, torch.Tensor]) -> dict:
     }
 
 
+ORIGINAL_PAIRS = ("EmoGen's original pair sampling: its script never reset the image list between emotions, so "
+                  "emotion k (EmoSet order) drew its {n} random pairs from the images of emotions 1..k together "
+                  "(seed {seed}); mean per emotion, then over emotions. Comparable to how Table 1 was sampled, "
+                  "not a within-emotion diversity")
+
+
+def _original_pairs_variant(metric: str, value: float, per_emotion: dict, cfg) -> dict:
+    return {"value": value, "per_emotion": per_emotion,
+            "name": f"{metric}, EmoGen's cross-emotion pairs",
+            "convention": f"{metric.lower()}/emogen-cumulative-cross-emotion-pairs-{cfg.pairs_per_emotion}",
+            "definition": ORIGINAL_PAIRS.format(n=cfg.pairs_per_emotion, seed=cfg.pair_seed)}
+
+
 def _sem_d(features: dict[str, torch.Tensor], cfg, clip: str) -> dict:
+    from emocli.metrics.common import cumulative_pairs
     from emocli.metrics.semantic import semantic_diversity
 
     out = semantic_diversity(features, cfg.pairs_per_emotion, cfg.pair_seed)
+    cross = cumulative_pairs({e: f.shape[0] for e, f in features.items()}, cfg.pairs_per_emotion, cfg.pair_seed)
+    cross_per = {e: float(np.mean([((features[a[0]][a[1]].double() - features[b[0]][b[1]].double()) ** 2).mean()
+                                   .item() for a, b in ps])) for e, ps in cross.items() if ps}
+    original = _original_pairs_variant("Sem-D", float(np.mean(list(cross_per.values()))), cross_per, cfg)
     return {
+        "original_pairs": original,
         "value": out["sem_d_mse"], "name": "Sem-D", "higher_is_better": True,
         "convention": f"sem-d-mse/raw-clip-image-embeddings/within-emotion-random-pairs-{cfg.pairs_per_emotion}",
         "definition": f"mean over the embedding dimensions of (e_i - e_j)^2 on raw CLIP ({clip}) image embeddings "
@@ -525,12 +592,13 @@ def _sem_d(features: dict[str, torch.Tensor], cfg, clip: str) -> dict:
 
 
 def _clip_i(features: dict[str, torch.Tensor], real: dict, pairing: str, clip: str, ref_desc: str) -> dict:
-    per = {}
+    per, per_image = {}, {}
     for e, f in features.items():
         g = normalize_rows(f)
         r_mean = torch.as_tensor(real[e].mean)
         if pairing == "all_pairs":
             per[e] = float(g.mean(0) @ r_mean)  # = mean cosine over every (generated, reference) pair
+            per_image[e] = (g @ r_mean).numpy()
         else:
             per[e] = float(torch.nn.functional.cosine_similarity(g.mean(0), r_mean, dim=0))
     return {
@@ -542,6 +610,7 @@ def _clip_i(features: dict[str, torch.Tensor], real: dict, pairing: str, clip: s
                           if pairing == "all_pairs" else "cosine of the mean generated and mean reference embeddings")
                        + "; value = unweighted mean over emotions"),
         "per_emotion": per,
+        **({"_units": per_image} if per_image else {}),
     }
 
 
@@ -553,6 +622,7 @@ def _clip_t(features: torch.Tensor, texts: list[str], labels: list[str], clip_ex
     row = {t: i for i, t in enumerate(unique)}
     per_text = text_features[[row[t] for t in texts]]
     overall = clip_t(features, per_text)
+    cosines = (normalize_rows(features) * normalize_rows(per_text)).sum(1).numpy()
     per = {}
     for e in dict.fromkeys(labels):
         idx = [i for i, lab in enumerate(labels) if lab == e]
@@ -565,7 +635,71 @@ def _clip_t(features: torch.Tensor, texts: list[str], labels: list[str], clip_ex
                       "(Hessel et al.), clip_score_100 = max(100 * mean cos, 0) (torchmetrics)",
         "clipscore": overall["clipscore"], "clip_score_100": overall["clip_score_100"],
         "per_emotion": per, "texts": unique[:16],
+        "_units": {e: cosines[[i for i, lab in enumerate(labels) if lab == e]] for e in per},
     }
+
+
+def _units(results: dict, feats: dict, labels: list[str], cfg) -> dict[str, dict[str, np.ndarray]]:
+    """Per-emotion unit values whose mean is each metric (images, or image pairs for LPIPS and Sem-D)."""
+    from emocli.metrics.common import within_group_pairs
+
+    units = {}
+    for name, m in results.items():
+        if "_units" in m:
+            units[name] = m.pop("_units")
+    if "emo_a" in results:
+        preds = results["emo_a"].pop("_preds")
+        units["emo_a"] = {e: np.array([float(p == e) for p, lab in zip(preds, labels) if lab == e])
+                          for e in dict.fromkeys(labels)}
+    if "sem_c" in results:
+        units["sem_c"] = {e: f.double().amax(1).numpy() for e, f in feats["sem_c"].items()}
+    if "sem_d" in results:
+        pairs = within_group_pairs({e: f.shape[0] for e, f in feats["clip"].items()}, cfg.pairs_per_emotion,
+                                   cfg.pair_seed)
+        units["sem_d"] = {e: np.array([float(((feats["clip"][e][i].double() - feats["clip"][e][j].double()) ** 2)
+                                             .mean()) for i, j in ps]) for e, ps in pairs.items() if ps}
+        units["_sem_d_pairs"] = pairs
+    return units
+
+
+def _pair_rows(results: dict, units: dict, generated: dict, cfg) -> list[dict]:
+    """per_pair.jsonl: one row per within-emotion pair, with its LPIPS and Sem-D (the same pairs)."""
+    from emocli.metrics.common import within_group_pairs
+
+    pairs = units.pop("_sem_d_pairs", None) or within_group_pairs(
+        {e: len(p) for e, p in generated.items()}, cfg.pairs_per_emotion, cfg.pair_seed)
+    rows = []
+    for e, ps in pairs.items():
+        for k, (i, j) in enumerate(ps):
+            row = {"emotion": e, "a": generated[e][i].name, "b": generated[e][j].name}
+            for name in ("lpips", "sem_d"):
+                if name in units and e in units[name]:
+                    row[name] = float(units[name][e][k])
+            rows.append(row)
+    return rows
+
+
+POOLING = {"emo_a": "mean_of_units", "sem_c": "mean_of_units", "clip_t": "mean_of_units",
+           "clip_i": "mean_of_groups", "lpips": "mean_of_groups", "sem_d": "mean_of_groups"}
+
+
+def _intervals(results: dict, units: dict, feats: dict, real: dict, cfg) -> None:
+    """Adds ``ci`` = {"pooled": [lo, hi], "per_emotion": {...}, "level", "resamples", "method"} to each metric."""
+    from emocli.metrics.bootstrap import bootstrap_fid, bootstrap_means
+
+    level, seed = cfg.confidence_level, cfg.bootstrap_seed
+    for name, m in results.items():
+        if name == "fid":
+            if not cfg.bootstrap_fid_resamples:
+                continue
+            ci = bootstrap_fid({e: f.double().numpy() for e, f in feats["inception"].items()}, real["inception"],
+                               cfg.bootstrap_fid_resamples, seed, level)
+        elif name in units and cfg.bootstrap_resamples:
+            ci = bootstrap_means(units[name], cfg.bootstrap_resamples, seed, level, POOLING[name])
+        else:
+            continue
+        m["ci"] = {"pooled": ci["pooled"], "per_emotion": ci["per_group"], "level": level,
+                   "resamples": ci["resamples"], "method": ci["method"]}
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:

@@ -54,14 +54,21 @@ def table_columns() -> list:
 
 
 def row_flags(result: dict) -> list[str]:
-    """Warnings that belong in this run's Table-1 row: metrics computed with non-reference weights."""
+    """Warnings that belong in this run's Table-1 row: metrics computed with weights that are not the
+    reference ones (`emocli.evaluation.provenance` status "unverified")."""
     flags = []
     for col in COLUMNS:
         weights = (result["metrics"].get(KEYS[col]) or {}).get("weights") or {}
-        for what, info in weights.items():
-            if isinstance(info, dict) and info.get("status") not in (None, "verified"):
-                flags.append(f"{col}: {info['status']} {what} weights ({info.get('why', '')})".replace(" ()", ""))
+        bad = [key for key, info in weights.items() if info.get("status") == "unverified"]
+        if bad:
+            flags.append(f"{col}: unverified weights ({', '.join(f'models.{k}' for k in bad)})")
     return flags
+
+
+def weights_lines(result: dict) -> list[str]:
+    """One line per weights file: recipe key, path, status and why."""
+    return [f"`models.{key}` {info['status']}: `{info['path']}` ({info['why']}; reference: {info['reference']})"
+            for key, info in (result.get("weights") or {}).items()]
 
 
 def build_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_image: list[dict]):
@@ -73,7 +80,8 @@ def build_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_i
     report = Report(f"emo eval generation: {result['name']}", facts={
         "samples": f"`{result['samples']}` ({n} images, {len(result['emotions'])} emotions)",
         "reference": f"`{result['prepared']}`, split `{result['reference_split']}`",
-        "run": f"`{result['run']}` ({result['time']})"})
+        "run": f"`{result['run']}` ({result['time']})",
+        "reference image bytes": _bytes_line(result.get("reference_bytes"))})
     columns = table_columns()
     table = report.table("EmoGen Table 1 shape", columns,
                          caption=PAPER_NOTE if report_cfg.paper_rows else "")
@@ -83,6 +91,12 @@ def build_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_i
     ci = {c: tuple(result["metrics"][KEYS[c]]["ci"]["pooled"]) for c in COLUMNS
           if (result["metrics"].get(KEYS[c]) or {}).get("ci")}
     table.add(Row(f"{result['name']} (this run)", result["table1"], ci=ci, flags=row_flags(result), highlight=True))
+    original = {col: result["metrics"][KEYS[col]]["original_pairs"]["value"] for col in ("LPIPS", "Sem-D")
+                if "original_pairs" in (result["metrics"].get(KEYS[col]) or {})}
+    if original:
+        table.add(Row(f"{result['name']} (this run, EmoGen's cross-emotion pairs)", original,
+                      note="LPIPS / Sem-D with the original script's pair sampling (pairs across emotions), "
+                           "as Table 1 was sampled; same images"))
 
     per = report.table("Per emotion", [Column("images", "images")] + columns, first_column="emotion")
     for e in result["emotions"]:
@@ -102,6 +116,11 @@ def build_report(result: dict, out_dir: Path, report_cfg, generated: dict, per_i
         if m:
             bullets.append(f"**{col}** `{m['convention']}`: {m['definition']}.")
     report.section("Conventions", bullets=bullets)
+    if result.get("weights"):
+        report.section("Weights", paragraphs=[
+            "verified: the published file's SHA-256; signature: no checksum applies, the reference network's "
+            "architecture matches; unverified: not the reference network (flagged in the Table-1 row)."],
+            bullets=weights_lines(result))
     extras = _extras(result)
     if extras:
         report.section("Also reported", bullets=extras)
@@ -168,7 +187,23 @@ def _extras(result: dict) -> list[str]:
                    f"as torchmetrics (100·cos): {m['clip_t']['clip_score_100']:.2f}")
     if "lpips" in m:
         out.append(f"LPIPS pooled over all pairs: {m['lpips']['pooled']:.3f}")
+    for key in ("lpips", "sem_d"):
+        variant = (m.get(key) or {}).get("original_pairs")
+        if variant:
+            out.append(f"{variant['name']} (`{variant['convention']}`): {variant['value']:.4f}. {variant['definition']}")
+    for key, metric in m.items():
+        if metric.get("ci"):
+            ci = metric["ci"]
+            out.append(f"{KEY_NAMES.get(key, key)} {100 * ci['level']:.0f}% interval: "
+                       f"[{ci['pooled'][0]:.4g}, {ci['pooled'][1]:.4g}] ({ci['resamples']} resamples; {ci['method']})")
     return out
+
+
+def _bytes_line(info: dict | None) -> str:
+    if not info or not (info["original"] or info["reencoded"]):
+        return "the source's own image files, read where they are (not re-encoded by emo)"
+    line = f"{info['original']} kept as the source's original bytes, {info['reencoded']} re-encoded"
+    return line + (f" ({info['reencoded_as']}: FID sees re-encoded pixels)" if info["reencoded"] else "")
 
 
 def _cache_line(result: dict) -> str:
@@ -197,8 +232,52 @@ def load_metrics(run) -> dict:
     return data
 
 
-def compare_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str]]:
-    """(metric, A, B, B - A, better) rows; conventions that differ are flagged in the metric name."""
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def paired_units(run_a, run_b) -> dict[str, tuple[list[float], list[float]]]:
+    """Per metric, the matched unit values of two runs: images matched by (emotion, file name) from
+    per_image.jsonl (Emo-A correctness, Sem-C, CLIP-T, CLIP-I), pairs by (emotion, a, b) from per_pair.jsonl
+    (LPIPS, Sem-D). FID is a set statistic without units: no paired test."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for file, key_of, fields in (
+            ("per_image.jsonl", lambda r: (r["emotion"], Path(r["image"]).name), ("emo_a", "sem_c", "clip_t", "clip_i")),
+            ("per_pair.jsonl", lambda r: (r["emotion"], r["a"], r["b"]), ("lpips", "sem_d"))):
+        rows = [{key_of(r): r for r in _jsonl(_run_dir(run) / file)} for run in (run_a, run_b)]
+        common = [k for k in rows[0] if k in rows[1]]
+        for name in fields:
+            va, vb = [], []
+            for k in common:
+                ra, rb = rows[0][k], rows[1][k]
+                if name == "emo_a":
+                    if "emo_a_pred" in ra and "emo_a_pred" in rb:
+                        va.append(float(ra["emo_a_pred"] == ra["emotion"]))
+                        vb.append(float(rb["emo_a_pred"] == rb["emotion"]))
+                elif name in ra and name in rb:
+                    va.append(float(ra[name]))
+                    vb.append(float(rb[name]))
+            if va:
+                out[name] = (va, vb)
+    return out
+
+
+def _run_dir(run) -> Path:
+    path = Path(run).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+def compare_rows(a: dict, b: dict, paired: dict | None = None, resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> list[tuple[str, str, str, str, str, str]]:
+    """(metric, A, B, B - A, paired interval of B - A, better) rows. A difference is called (better "A" or
+    "B") only when the paired bootstrap interval of the matched units excludes zero; otherwise "n.s."; FID
+    (no units) and metrics without matched units show "no paired test". Conventions that differ are
+    flagged in the metric name."""
+    from emocli.metrics.bootstrap import paired_difference
+
+    paired = paired or {}
     rows = []
     for col in COLUMNS:
         key = KEYS[col]
@@ -210,17 +289,24 @@ def compare_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str]]:
         if ma and mb and ma.get("convention") != mb.get("convention"):
             name += " (conventions differ)"
         if va is None or vb is None:
-            rows.append((name, fmt(col, va), fmt(col, vb), "–", "–"))
+            rows.append((name, fmt(col, va), fmt(col, vb), "–", "–", "–"))
             continue
         delta = vb - va
+        scale = 100 if col == "Emo-A" else 1
         d = f"{100 * delta:+.2f} pt" if col == "Emo-A" else f"{delta:+.4g}"
-        if abs(delta) <= 1e-12:
-            better = "="
+        if key in paired:
+            test = paired_difference(*paired[key], resamples=resamples, seed=seed, level=level)
+            lo, hi = test["interval"]
+            interval = f"[{scale * lo:+.4g}, {scale * hi:+.4g}] (n={test['n']})"
+            if not test["real"]:
+                better = "n.s."
+            else:
+                better = "B" if (test["difference"] > 0) == HIGHER_IS_BETTER[col] else "A"
         else:
-            better = "B" if (delta > 0) == HIGHER_IS_BETTER[col] else "A"
-        rows.append((name, fmt(col, va), fmt(col, vb), d, better))
+            interval, better = "no paired test", "?" if abs(delta) > 1e-12 else "="
+        rows.append((name, fmt(col, va), fmt(col, vb), d, interval, better))
     ga, gb = sum(a["counts"]["generated"].values()), sum(b["counts"]["generated"].values())
-    rows.append(("images", str(ga), str(gb), f"{gb - ga:+d}", ""))
+    rows.append(("images", str(ga), str(gb), f"{gb - ga:+d}", "", ""))
     return rows
 
 
@@ -238,11 +324,15 @@ def compare_runs(run_a, run_b, console=None) -> list[tuple]:
     table.add_column(f"A {a.get('name', '')}", justify="right")
     table.add_column(f"B {b.get('name', '')}", justify="right")
     table.add_column("B - A", justify="right")
+    table.add_column("paired 95% interval of B - A", justify="right")
     table.add_column("better", justify="center")
-    rows = compare_rows(a, b)
+    rows = compare_rows(a, b, paired_units(run_a, run_b))
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print("better: A or B only when the paired bootstrap interval (matched images or pairs, 1000 "
+                  "resamples, seed 0) excludes zero; n.s. otherwise; FID is a set statistic (see its intervals "
+                  "in each report)")
     only = sorted(set(a["metrics"]) ^ set(b["metrics"]))
     if only:
         console.print("computed in one run only: " + ", ".join(KEY_NAMES.get(k, k) for k in only))
