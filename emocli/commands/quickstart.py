@@ -60,7 +60,7 @@ def quickstart(
     timings["emotion_encoder"] = time.perf_counter() - t
 
     t = step("4/7 emo data alpha (from the encoder)")
-    compute_alpha(prepared, classifier=str(encoder_dir))
+    compute_alpha(prepared, classifier=str(encoder_dir), scoring="in-sample")  # the encoder trained on them
     timings["alpha"] = time.perf_counter() - t
 
     t = step("5/7 emo train emogen (tiny)")
