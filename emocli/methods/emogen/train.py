@@ -186,10 +186,17 @@ class EmoGenTask(TrainTask):
         self.clip = None
         if recipe.loss.attr_weight > 0 or recipe.loss.emo_weight > 0:
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+            from transformers.utils import logging as hf_logging
 
-            # Only the text tower and text_projection of model.clip (a full CLIPModel folder or Hub id).
-            self.clip = load_pretrained(CLIPTextModelWithProjection.from_pretrained, m.clip, "model.clip",
-                                        what="CLIP text tower").requires_grad_(False).eval()
+            # Only the text tower and text_projection of model.clip (a full CLIPModel folder or Hub id);
+            # transformers would list every skipped vision weight as "unexpected".
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                self.clip = load_pretrained(CLIPTextModelWithProjection.from_pretrained, m.clip, "model.clip",
+                                            what="CLIP text tower").requires_grad_(False).eval()
+            finally:
+                hf_logging.set_verbosity(verbosity)
             self.clip_tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, m.clip, "model.clip", what="CLIP tokenizer")
             if self.clip.text_projection.in_features != hidden:
                 raise EmoError(f"model.clip's text projection takes {self.clip.text_projection.in_features}-d "
