@@ -25,7 +25,8 @@ def classifier_env(emoset_tiny, tmp_path_factory):
     clip = make_tiny(root / "models", which=("clip",))["clip"]
     run = root / "classifier"
     execute(load_recipe("tiny/emotion-classifier", [f"data.prepared={prepared}", f"model.clip={clip}",
-                                                    f"run.output_dir={run}", "data.cross_fit_folds=3"]))
+                                                    f"run.output_dir={run}", "data.cross_fit_folds=3",
+                                                    "train.epochs=10"]))
     return {"root": root, "prepared": prepared, "clip": clip, "run": run}
 
 
