@@ -78,7 +78,8 @@ def quickstart(
     samples = out / "samples"
     sample(emotion="all", out=samples, run=emogen_dir, obj=None, fuse=None, mix=None, n=samples_per_emotion,
            seed=seed, steps=None, guidance=None, scheduler=None, sd=None, mapper=None, space=None,
-           text_encoder=None, device="cpu", dtype="fp32")
+           text_encoder=None, device="cpu", dtype="fp32", baseline=False, allow_foreign_space=False,
+           unadded_token=False)
     timings["sample"] = time.perf_counter() - t
 
     t = step("7/7 emo eval generation (tiny random backbones: the numbers mean nothing)")
