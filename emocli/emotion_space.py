@@ -3,8 +3,10 @@
 File format (ours): one safetensors file, `emotion_space.safetensors`, with tensors
     mean  float32 [num_emotions, dim]
     std   float32 [num_emotions, dim]
-and metadata {"emotions": "amusement,awe,...", "dim": "768", "format": "emo-emotion-space/1"},
-rows in EmoSet index order. The official EmoGen release (`emo_space/{emotion}_{mean,std}_v2.pt`,
+and metadata {"emotions": "amusement,awe,...", "dim": "768", "format": "emo-emotion-space/1",
+"encoder": "<sha256 of the emotion encoder's weights>"}, rows in EmoSet index order. `encoder` says
+which emotion encoder produced the vectors (EmotionEncoder.fingerprint()); a mapper trained on one
+encoder's vectors is meaningless on another's space, so sampling checks it (`check_encoder`). The official EmoGen release (`emo_space/{emotion}_{mean,std}_v2.pt`,
 float32 [768] each) loads into the same object (read with torch.load(weights_only=True)).
 """
 
@@ -27,13 +29,17 @@ class EmotionSpace:
     mean: torch.Tensor  # [E, D]
     std: torch.Tensor  # [E, D]
     emotions: tuple[str, ...] = EMOSET.labels
+    # EmotionEncoder.fingerprint() of the encoder whose vectors made the space; None: unknown (e.g. the
+    # released emo_space/, made by EmoGen's unpublished ResNet).
+    encoder: str | None = None
 
     @property
     def dim(self) -> int:
         return int(self.mean.shape[1])
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, emotions=EMOSET.labels) -> EmotionSpace:
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, emotions=EMOSET.labels,
+            encoder: str | None = None) -> EmotionSpace:
         """Per-emotion mean and (unbiased) std of `features` [N, D] grouped by `labels` [N]."""
         features, labels = features.double(), labels.long()
         means, stds = [], []
@@ -43,7 +49,7 @@ class EmotionSpace:
                 raise EmoError(f"the emotion space needs at least 2 images of {name!r}, got {len(rows)}")
             means.append(rows.mean(0))
             stds.append(rows.std(0, unbiased=True))
-        return cls(torch.stack(means).float(), torch.stack(stds).float(), tuple(emotions))
+        return cls(torch.stack(means).float(), torch.stack(stds).float(), tuple(emotions), encoder)
 
     def index(self, emotion: str) -> int:
         EMOSET.validate(emotion)
@@ -62,7 +68,7 @@ class EmotionSpace:
         mean, std = self.mean.clone(), self.std.clone()
         mean[i] = (1 - mix) * self.mean[i] + mix * self.mean[j]
         std[i] = ((1 - mix) * self.std[i] ** 2 + mix * self.std[j] ** 2).sqrt()
-        return EmotionSpace(mean, std, self.emotions)
+        return EmotionSpace(mean, std, self.emotions, self.encoder)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -72,8 +78,10 @@ class EmotionSpace:
             path = path / FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"mean": self.mean.contiguous(), "std": self.std.contiguous()}, str(tmp),
-                  metadata={"emotions": ",".join(self.emotions), "dim": str(self.dim), "format": FORMAT})
+        metadata = {"emotions": ",".join(self.emotions), "dim": str(self.dim), "format": FORMAT}
+        if self.encoder:
+            metadata["encoder"] = self.encoder
+        save_file({"mean": self.mean.contiguous(), "std": self.std.contiguous()}, str(tmp), metadata=metadata)
         tmp.replace(path)
         return path
 
@@ -90,7 +98,7 @@ class EmotionSpace:
                 meta = f.metadata() or {}
                 mean, std = f.get_tensor("mean"), f.get_tensor("std")
             emotions = tuple(meta.get("emotions", ",".join(EMOSET.labels)).split(","))
-            space = cls(mean.float(), std.float(), emotions)
+            space = cls(mean.float(), std.float(), emotions, meta.get("encoder") or None)
         elif path.is_dir() and any(path.glob("*_mean_v2.pt")):
             space = cls._load_official(path)
         else:
@@ -99,6 +107,27 @@ class EmotionSpace:
         if expect_dim is not None and space.dim != expect_dim:
             raise EmoError(f"emotion space {path} has dimension {space.dim}, but the model expects {expect_dim}")
         return space
+
+    def check_encoder(self, encoder: str | None, allow_foreign: bool, source: str, switch: str) -> bool:
+        """True when this space was made by `encoder` (the fingerprint a mapper was trained with). Else
+        EmoError naming `switch`, or with `allow_foreign` a warning and False."""
+        if encoder and self.encoder == encoder:
+            return True
+        if not self.encoder:
+            why = "records no emotion encoder (e.g. the released emo_space/, made by EmoGen's unpublished ResNet)"
+        elif not encoder:
+            why = f"was made by encoder {self.encoder[:12]}, but the mapper records no encoder"
+        else:
+            why = f"was made by encoder {self.encoder[:12]}, the mapper was trained on encoder {encoder[:12]}"
+        message = (f"emotion space {source} {why}: its vectors are not the ones the mapper learned from; "
+                   f"pass {switch} to use it anyway")
+        if not allow_foreign:
+            raise EmoError(message)
+        import logging
+
+        logging.getLogger("emocli").warning("emotion space %s %s; used anyway (%s): the images may not show "
+                                            "the emotion", source, why, switch)
+        return False
 
     @classmethod
     def _load_official(cls, folder: Path) -> EmotionSpace:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emocli.data.alpha import carried_attributes
 from emocli.data.emoset import EmoSetRelease
 from emocli.data.emoset_vocab import info_json
 from emocli.data.prepare import attribute_row, balance, prepare_emoset, primary_attribute
@@ -246,7 +247,11 @@ def test_hand_made_release_exact_counts(hand, tmp_path):
     assert alpha["emotions"] == list(EMOSET.labels)
     assert alpha["scene"] == {"amusement_park": [2 / 3, 1 / 3] + z[2:], "cemetery": z[:6] + [1.0, 0],
                               "mountain": [0, 1.0] + z[2:]}
-    assert alpha["object"] == {"baked_goods": [0.5, 0.5] + z[2:], "spider": z[:6] + [1.0, 0]}
+    # every image carrying an object counts, not only where it is the primary attribute: toy (amusement_00001
+    # has a scene, amusement_00003 lists it second) and tree (awe_00002 has a scene) have rows too
+    assert alpha["object"] == {"baked_goods": [0.5, 0.5] + z[2:], "spider": z[:6] + [1.0, 0],
+                               "toy": [1.0] + z[1:], "tree": [0, 1.0] + z[2:]}
+    assert alpha["scoring"] is None and "carrying" in alpha["definition"]
     assert not (out / "emotion_scores.jsonl").exists()
 
 
@@ -443,11 +448,19 @@ def test_alpha_with_classifier_and_filter(faulty, tiny_classifier, tmp_path):
     out = prepare_emoset(faulty, tmp_path / "p", seed=2)
     with pytest.raises(EmoError, match="needs --classifier"):
         compute_alpha(out, filter_threshold=0.5)
-    alpha = _json(compute_alpha(out, classifier=tiny_classifier, batch_size=16))
+    with pytest.raises(EmoError, match="--scoring in-sample"):  # an encoder trained on the images it scores
+        compute_alpha(out, classifier=tiny_classifier)
+    alpha = _json(compute_alpha(out, classifier=tiny_classifier, batch_size=16, scoring="in-sample"))
     assert alpha["method"] == "classifier" and alpha["classifier"] == str(tiny_classifier.resolve())
+    assert alpha["scoring"] == "in-sample"
     counts = _json(out / "attribute_counts.json")
+    carried = {"scene": {}, "object": {}}
+    for record in (r for r in _jsonl(out / "records.jsonl") if r["split"] == "train"):
+        for prop, names in carried_attributes(record).items():
+            for name in names:
+                carried[prop].setdefault(name, []).append(record["id"])
     for prop in ("scene", "object"):
-        assert set(alpha[prop]) == set(counts[prop])
+        assert set(alpha[prop]) == set(carried[prop]) >= set(counts[prop])
         for values in alpha[prop].values():
             assert len(values) == 8 and abs(sum(values) - 1.0) < 1e-6 and min(values) >= 0
     records = [r for r in _jsonl(out / "records.jsonl") if r["split"] == "train"]
@@ -456,21 +469,20 @@ def test_alpha_with_classifier_and_filter(faulty, tiny_classifier, tmp_path):
     assert all(list(s) == ["id", "pred", "score", "label_prob"] for s in scores)
     assert all(s["pred"] in EMOSET.labels and s["label_prob"] <= s["score"] <= 1 for s in scores)
     assert len({s["pred"] for s in scores}) > 2
-    # alpha is the mean probability over the attribute's images: exact for one-image attributes
+    # alpha is the mean probability over the images carrying the attribute: exact for one-image attributes
     by_id = {s["id"]: s for s in scores}
-    train_rows = [r for r in _jsonl(out / "attributes.jsonl") if r["split"] == "train"]
-    singles = [(p, a) for p in ("scene", "object") for a, per in counts[p].items() if sum(per) == 1]
+    label_of = {r["id"]: r["label"] for r in records}
+    singles = [(p, a, ids[0]) for p in ("scene", "object") for a, ids in carried[p].items() if len(ids) == 1]
     assert singles
-    for prop, attr in singles:
-        row = next(r for r in train_rows if r["property"] == prop and r["attribute"] == attr)
-        assert alpha[prop][attr][row["label"]] == pytest.approx(by_id[row["id"]]["label_prob"])
-        assert max(alpha[prop][attr]) == pytest.approx(by_id[row["id"]]["score"])
+    for prop, attr, image_id in singles:
+        assert alpha[prop][attr][label_of[image_id]] == pytest.approx(by_id[image_id]["label_prob"])
+        assert max(alpha[prop][attr]) == pytest.approx(by_id[image_id]["score"])
 
     label = {r["id"]: r["emotion"] for r in records}
     matching = sorted(s["score"] for s in scores if s["pred"] == label[s["id"]])
     assert len(matching) >= 2
     threshold = (matching[0] + matching[1]) / 2  # drops the weakest correct prediction as well
-    alpha = _json(compute_alpha(out, classifier=tiny_classifier, filter_threshold=threshold))
+    alpha = _json(compute_alpha(out, classifier=tiny_classifier, filter_threshold=threshold, scoring="in-sample"))
     kept = {s["id"] for s in scores if s["pred"] == label[s["id"]] and s["score"] > threshold}
     rows = [r for r in _jsonl(out / "attributes.jsonl") if r["split"] == "train"]
     for prop in ("scene", "object"):
@@ -486,7 +498,7 @@ def test_alpha_with_classifier_and_filter(faulty, tiny_classifier, tmp_path):
     alpha = _json(compute_alpha(out))
     assert alpha["method"] == "label-frequency"
     assert not (out / "emotion_scores.jsonl").exists() and not (out / "balanced" / "scene_filtered.json").exists()
-    for attr, per in counts["scene"].items():
+    for attr, per in counts["scene"].items():  # a scene is always the primary attribute
         assert np.allclose(alpha["scene"][attr], np.array(per) / sum(per))
 
 

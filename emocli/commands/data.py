@@ -161,12 +161,16 @@ def prepare(
 @app.command()
 def alpha(
     prepared: Path = typer.Option(..., "--prepared", help="A folder written by `emo data prepare`."),
-    classifier: Optional[Path] = typer.Option(None, "--classifier", help="An emotion-encoder run or model "
-                                              "folder; without it alpha is the label frequency."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="An `emo train emotion-classifier` run "
+                                              "(or an emotion-encoder run with --scoring in-sample); without it "
+                                              "alpha is the label frequency."),
     filter_threshold: Optional[float] = typer.Option(None, "--filter-threshold", help="Also write balanced "
                                                      "lists without images whose predicted emotion differs from "
                                                      "the label or whose score is <= T (needs --classifier)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    scoring: str = typer.Option("cross-fit", "--scoring", help="cross-fit: each image scored by a fold head "
+                                "that never trained on it (the run's data.cross_fit_folds); in-sample: by the "
+                                "classifier as it is."),
 ):
     """EmoGen's emotion confidence alpha per attribute (alpha.json, emotion_scores.jsonl)."""
     import json
@@ -174,10 +178,11 @@ def alpha(
     from emocli.data.alpha import compute_alpha
 
     _logging()
-    path = compute_alpha(prepared, classifier=classifier, filter_threshold=filter_threshold, batch_size=batch_size)
+    path = compute_alpha(prepared, classifier=classifier, filter_threshold=filter_threshold, batch_size=batch_size,
+                         scoring=scoring)
     data = json.loads(path.read_text())
-    line = (f"alpha ({data['method']}): {len(data['scene'])} scene + {len(data['object'])} object attributes "
-            f"-> {path}")
+    how = data["method"] + (f", {data['scoring']} scores" if data.get("scoring") else "")
+    line = f"alpha ({how}): {len(data['scene'])} scene + {len(data['object'])} object attributes -> {path}"
     if "filter" in data:
         f = data["filter"]
         line += (f"; filter kept {f['kept']} of {f['images']} images (balanced scene {f['balanced']['scene']}, "

@@ -60,7 +60,7 @@ def quickstart(
     timings["emotion_encoder"] = time.perf_counter() - t
 
     t = step("4/7 emo data alpha (from the encoder)")
-    compute_alpha(prepared, classifier=str(encoder_dir))
+    compute_alpha(prepared, classifier=str(encoder_dir), scoring="in-sample")  # the encoder trained on them
     timings["alpha"] = time.perf_counter() - t
 
     t = step("5/7 emo train emogen (tiny)")
@@ -76,9 +76,10 @@ def quickstart(
     from emocli.commands.sample import sample
 
     samples = out / "samples"
-    sample(emotion="all", out=samples, run=emogen_dir, obj=None, fuse=None, mix=None, n=samples_per_emotion,
+    sample(emotion="all", out=samples, run=emogen_dir, prompt=None, prompts=None, obj=None, fuse=None, mix=None, n=samples_per_emotion,
            seed=seed, steps=None, guidance=None, scheduler=None, sd=None, mapper=None, space=None,
-           text_encoder=None, device="cpu", dtype="fp32")
+           text_encoder=None, device="cpu", dtype="fp32", baseline=False, allow_foreign_space=False,
+           unadded_token=False)
     timings["sample"] = time.perf_counter() - t
 
     t = step("7/7 emo eval generation (tiny random backbones: the numbers mean nothing)")

@@ -1,5 +1,6 @@
 """`emo sample`: emotional images from a trained EmoGen run (or explicit SD + mapper + emotion space), or
-prompt-conditioned images from an `emo train ldm` run (the sampler follows the run's method)."""
+prompt-conditioned images from an `emo train ldm` run (the sampler follows the run's method); the plain
+Stable Diffusion baseline (`--baseline --sd MODEL`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def sample(
     text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help="Without --run: e.g. an EmoCLIP text encoder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
+    baseline: bool = typer.Option(False, "--baseline", help="Plain Stable Diffusion (--sd) prompted 'an image of "
+                                  "{emotion}' (+ --object): EmoGen Table 1's SD row."),
+    allow_foreign_space: bool = typer.Option(False, "--allow-foreign-space", help="Use an emotion space made by "
+                                             "another emotion encoder than the mapper's (e.g. the released emo_space/)."),
+    unadded_token: bool = typer.Option(False, "--unadded-token", help="Reproduce the released inference: the "
+                                       "mapper vector replaces the end-of-text/padding embeddings (docs/emogen.md)."),
 ):
     """Generate images: `emo sample --run RUN --emotion fear --n 8 --out OUT` (EmoGen) or
     `emo sample --run LDM_RUN --prompt "a red circle" --out OUT` (LDM)."""
@@ -64,12 +71,10 @@ def sample(
         EMOSET.validate(fuse)
     if mix is not None and fuse is None:
         raise EmoError("--mix needs --fuse EMOTION (the emotion to interpolate towards)")
-    if run is None and not (sd and mapper and space):
-        raise EmoError("give --run RUN_DIR, or all of --sd, --mapper and --space")
 
     import torch
 
-    from emocli.methods.emogen.sample import EmoGenSampler
+    from emocli.methods.emogen.sample import make_sampler
     from emocli.samples import SampleWriter
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -77,14 +82,8 @@ def sample(
     if dtype != "auto" and dtype not in dtypes:
         raise EmoError(f"unknown --dtype {dtype!r}; valid: auto, fp32, fp16, bf16")
     torch_dtype = dtypes.get(dtype, torch.float16 if dev == "cuda" else torch.float32)
-    defaults = {"steps": 50, "guidance": 7.5, "scheduler": "unipc", "batch_size": 4}
-    if run is not None:
-        sampler = EmoGenSampler.from_run(run, dev, torch_dtype, emotion_space=str(space) if space else None)
-        import json
-
-        defaults.update(json.loads((run / "final" / "emogen.json").read_text()).get("sample", {}))
-    else:
-        sampler = EmoGenSampler.from_parts(sd, mapper, space, text_encoder, dev, torch_dtype)
+    sampler, defaults = make_sampler(run, sd, mapper, space, text_encoder, baseline, dev, torch_dtype,
+                                     allow_foreign_space, unadded_token)
     settings = {"steps": steps or defaults["steps"], "guidance": defaults["guidance"] if guidance is None else guidance,
                 "scheduler": scheduler or defaults["scheduler"], "batch_size": defaults.get("batch_size") or 4,
                 "height": defaults.get("height"), "width": defaults.get("width")}

@@ -1,11 +1,20 @@
 """`emo data alpha`: EmoGen's emotion confidence alpha for every attribute of a prepared EmoSet folder.
 
-alpha[attribute][i] is the mean probability of emotion i over the training images whose primary
-attribute is `attribute` (EmoGen, report Eq. 5). With an emotion-encoder run as the classifier the
-probabilities are its softmax outputs; without one they are the one-hot labels, i.e. alpha is the
-label frequency of each emotion among the attribute's images. Writes into the prepared folder:
+alpha[attribute][i] is the mean probability of emotion i over all training images *carrying* the
+attribute (EmoGen, report Eq. 5): a scene attribute over the images annotated with that scene, an
+object attribute over every image whose object list holds it, not only where it is the primary
+attribute. This is how the released tables were made: they have a row for each of EmoSet's 409
+objects and 254 scenes, while primary attributes cover fewer.
 
-    alpha.json              {"method", "classifier", "emotions", "scene": {attr: [8]}, "object": {attr: [8]}}
+The probabilities: without a classifier the one-hot labels (alpha = the label frequency of each
+emotion among the attribute's images); with an `emo train emotion-classifier` run (the CLIP linear
+probe the fork used) its softmax, cross-fitted by default (`scoring="cross-fit"`, see
+emocli/methods/emotion_classifier/crossfit.py: no image is scored by a head that trained on it);
+with an emotion-encoder run or `scoring="in-sample"` the softmax of a model that trained on these
+images. Writes into the prepared folder:
+
+    alpha.json              {"method", "classifier", "scoring", "definition", "emotions",
+                             "scene": {attr: [8]}, "object": {attr: [8]}}
     emotion_scores.jsonl    (classifier only) per training image: id, pred, score (max prob), label_prob
     balanced/{scene,object}_filtered.json
                             (with filter_threshold) the balanced lists rebuilt without the images the
@@ -20,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocli.data.prepare import PROPERTIES, PreparedEmoSet, balance, write_json
+from emocli.data.prepare import PROPERTIES, PreparedEmoSet, balance, normalise_attribute, write_json
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 
@@ -29,19 +38,31 @@ log = logging.getLogger("emocli")
 ALPHA = "alpha.json"
 SCORES = "emotion_scores.jsonl"
 FILTER_RULE = "dropped when the predicted emotion differs from the label or its probability (score) <= threshold"
+DEFINITION = ("mean emotion probability over all images carrying the attribute (a scene: its images; an object: "
+              "every image whose object list holds it)")
 
 
-def alpha_from_probs(rows: list[dict], probs: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
-    """{"scene": {attr: mean prob [8]}, "object": {...}} over `rows` (attribute rows) that have probs."""
+def carried_attributes(record: dict) -> dict[str, set[str]]:
+    """{"scene": {its scene}, "object": {every object}} of a canonical record, names normalised."""
+    scene = record.get("scene")
+    objects = [o for o in (record.get("objects") or []) if isinstance(o, str) and o]
+    return {"scene": {normalise_attribute(scene)} if isinstance(scene, str) and scene else set(),
+            "object": {normalise_attribute(o) for o in objects}}
+
+
+def alpha_from_probs(records: list[dict], probs: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    """{"scene": {attr: mean prob [8]}, "object": {...}} over the `records` (canonical records) that have
+    probs, each counted once for every attribute it carries."""
     sums: dict[str, dict[str, np.ndarray]] = {p: {} for p in PROPERTIES}
     counts: dict[str, dict[str, int]] = {p: {} for p in PROPERTIES}
-    for row in rows:
-        p = probs.get(row["id"])
+    for record in records:
+        p = probs.get(record["id"])
         if p is None:
             continue
-        table = sums[row["property"]]
-        table[row["attribute"]] = table.get(row["attribute"], np.zeros(len(EMOSET))) + np.asarray(p, np.float64)
-        counts[row["property"]][row["attribute"]] = counts[row["property"]].get(row["attribute"], 0) + 1
+        for prop, names in carried_attributes(record).items():
+            for name in names:
+                sums[prop][name] = sums[prop].get(name, np.zeros(len(EMOSET))) + np.asarray(p, np.float64)
+                counts[prop][name] = counts[prop].get(name, 0) + 1
     return {prop: {attr: [float(x) for x in sums[prop][attr] / counts[prop][attr]] for attr in sorted(sums[prop])}
             for prop in PROPERTIES}
 
@@ -90,9 +111,14 @@ def classify(records: list[dict], classifier, batch_size: int = 64, device=None,
 
 
 def compute_alpha(prepared, classifier=None, filter_threshold: float | None = None, batch_size: int = 64,
-                  device=None, num_workers: int = 0) -> Path:
+                  device=None, num_workers: int = 0, scoring: str = "cross-fit") -> Path:
     """Write alpha.json (and, with a classifier, emotion_scores.jsonl; with a threshold, the filtered
-    balanced lists) into the prepared folder; returns the path of alpha.json."""
+    balanced lists) into the prepared folder; returns the path of alpha.json. `scoring`: "cross-fit"
+    (an emotion-classifier run's fold heads) or "in-sample" (the classifier as it is)."""
+    from emocli.methods.emotion_classifier.crossfit import SCORINGS, is_classifier_run, score_images
+
+    if scoring not in SCORINGS:
+        raise EmoError(f"unknown --scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
     if filter_threshold is not None:
         if classifier is None:
             raise EmoError("--filter-threshold needs --classifier (the filter drops images by the classifier's "
@@ -107,16 +133,25 @@ def compute_alpha(prepared, classifier=None, filter_threshold: float | None = No
     rows = folder.training_rows()
     splits = set(folder.attribute_splits)
     emotions = list(EMOSET.labels)
+    records = [r for r in folder.records() if r["split"] in splits]
+    scoring_info = None
 
     if classifier is None:
-        probs = label_probs(rows)
-        method, name = "label-frequency", None
+        probs = label_probs(records)
+        method, name, scoring = "label-frequency", None, None
         _remove_stale(folder.path, [SCORES, *(f"balanced/{p}_filtered.json" for p in PROPERTIES)])
     else:
         name = str(Path(str(classifier)).expanduser().resolve())
-        records = [r for r in folder.records() if r["split"] in splits]
-        probs = classify(records, name, batch_size=batch_size, device=device, num_workers=num_workers)
-        method = "classifier"
+        if is_classifier_run(name):
+            probs, scoring_info = score_images(name, records, scoring, batch_size=batch_size, device=device)
+            method = "emotion-classifier"
+        else:
+            if scoring == "cross-fit":
+                raise EmoError(f"{classifier} is an emotion-encoder model, which trained on the images it would "
+                               f"score and has no cross-fitted heads: give an `emo train emotion-classifier` run "
+                               f"(trained with data.cross_fit_folds), or pass --scoring in-sample")
+            probs = classify(records, name, batch_size=batch_size, device=device, num_workers=num_workers)
+            method = "classifier"
         scores = []
         for r in records:
             p = probs.get(r["id"])
@@ -127,7 +162,10 @@ def compute_alpha(prepared, classifier=None, filter_threshold: float | None = No
                            "label_prob": float(p[int(r["label"])])})
         _write_jsonl_atomic(folder.path / SCORES, scores)
 
-    alpha = {"method": method, "classifier": name, "emotions": emotions, **alpha_from_probs(rows, probs)}
+    alpha = {"method": method, "classifier": name, "scoring": scoring, "definition": DEFINITION,
+             "emotions": emotions, **alpha_from_probs(records, probs)}
+    if scoring_info:
+        alpha["scoring_detail"] = scoring_info
 
     if filter_threshold is not None:
         threshold = float(filter_threshold)

@@ -152,10 +152,12 @@ class EmoClipTask(TrainTask):
         directory = Path(directory)
         if state_dict is not None:
             model.load_state_dict(state_dict)
-        self.clip.save_pretrained(directory)
+        # fp32 on export: under mixed precision the frozen vision side lives in fp16/bf16 on the device
+        full = {k: v.detach().float().cpu() for k, v in self.clip.state_dict().items()}
+        self.clip.save_pretrained(directory, state_dict=full)
         self.tokenizer.save_pretrained(directory)
         text = CLIPTextModel(self.clip.config.text_config)  # what StableDiffusionPipeline loads
-        text.load_state_dict(self.clip.text_model.state_dict())
+        text.load_state_dict({k.removeprefix("text_model."): v for k, v in full.items() if k.startswith("text_model.")})
         text.save_pretrained(directory.parent / "text_encoder")
         self.tokenizer.save_pretrained(directory.parent / "text_encoder")
 

@@ -39,9 +39,15 @@ class EmoGenModelSection(Section):
     # Emotion space for sampling: our emotion_space.safetensors, a folder holding it, or the official
     # emo_space/ folder. null: the emotion encoder run's final/ space.
     emotion_space: Optional[str] = None
+    # Train with an emotion space whose encoder differs from model.emotion_encoder (e.g. the released
+    # emo_space/, made by the lost ResNet): its validation images and final/ space then do not match
+    # the vectors the mapper learned from. Refused unless true.
+    allow_foreign_space: bool = False
     mapper: MapperSection = Field(default_factory=MapperSection)
     placeholder: str = "<emotion>"
-    gradient_checkpointing: bool = False
+    # Recompute activations in the backward pass (less memory, ~30% more time per step).
+    gradient_checkpointing: bool = False  # the UNet
+    text_encoder_gradient_checkpointing: bool = False
 
 
 class EmoGenDataSection(Section):
@@ -67,6 +73,13 @@ class EmoGenLossSection(Section):
     # emotion_head.safetensors); needed when emo_weight > 0.
     emotion_head: Optional[str] = None
     alpha_threshold: float = Field(0.0, ge=0, le=1)
+    # Which hidden state of the text encoder is "the pooled text feature" of the attribute and emotion
+    # losses. placeholder: the placeholder token's (the original: its added token had the largest id,
+    # so CLIP's argmax pooling read it); eos: end-of-text, CLIP's usual pooled output.
+    pooled_token: Literal["placeholder", "eos"] = "placeholder"
+    # How attribute names become CLIP text: raw keeps underscores ("christmas_tree", as the original);
+    # spaces writes "christmas tree".
+    attr_text: Literal["raw", "spaces"] = "raw"
 
 
 class SampleSection(Section):

@@ -21,10 +21,14 @@ WEIGHTS_NAME = "mapper.safetensors"
 
 class Mapper(nn.Module):
     def __init__(self, in_dim: int = 768, out_dim: int = 768, name: str = "mlp", num_fc_layers: int = 2,
-                 hidden_dim: int = 1024, relu: bool = True, layer_norm: bool = False, dropout: float = 0.0):
+                 hidden_dim: int = 1024, relu: bool = True, layer_norm: bool = False, dropout: float = 0.0,
+                 encoder: str | None = None):
         super().__init__()
+        # encoder: the fingerprint of the emotion encoder whose vectors the mapper learned from; sampling
+        # checks that the emotion space came from the same encoder.
         self.config = {"in_dim": in_dim, "out_dim": out_dim, "name": name, "num_fc_layers": num_fc_layers,
-                       "hidden_dim": hidden_dim, "relu": relu, "layer_norm": layer_norm, "dropout": dropout}
+                       "hidden_dim": hidden_dim, "relu": relu, "layer_norm": layer_norm, "dropout": dropout,
+                       "encoder": encoder}
         if name == "fc":
             self.net = nn.Linear(in_dim, out_dim)
             return

@@ -10,7 +10,9 @@ image latents under that conditioning. Loss per sample, batched (the original us
 alpha = emotion confidence of (label, attribute); L_attr = cross-entropy over the cosine
 similarities (times attr_logit_scale) between the CLIP-projected pooled text feature and the CLIP
 text features of the attribute vocabulary; L_emo = cross-entropy of an emotion head on the same
-projected feature. Only the mapper has trainable parameters.
+projected feature. The pooled feature is the placeholder token's hidden state by default (what the
+original's argmax pooling read, see `pooled_feature`). Only the mapper has trainable parameters;
+of CLIP only the text tower and its projection are loaded (the vision tower is never used).
 """
 
 from __future__ import annotations
@@ -81,6 +83,37 @@ def load_training_samples(data) -> tuple[list[dict], list[str]]:
     return samples, vocabulary
 
 
+def pooled_feature(text_output, input_ids: torch.Tensor, placeholder_id: int, position: str) -> torch.Tensor:
+    """The text feature the attribute and emotion losses project: [batch, hidden].
+
+    "placeholder": the final-layer-norm hidden state at the placeholder token. The original added its
+    placeholder as the last (largest) token id, and CLIP pools at argmax(input_ids), so its pooled
+    output was the placeholder's state. "eos": the encoder's own pooler_output (end-of-text).
+    """
+    if position == "eos":
+        return text_output.pooler_output
+    if position != "placeholder":
+        raise EmoError(f"unknown loss.pooled_token {position!r}; valid: placeholder, eos")
+    first = (input_ids == placeholder_id).int().argmax(dim=1)
+    return text_output.last_hidden_state[torch.arange(input_ids.shape[0], device=input_ids.device), first]
+
+
+def attribute_texts(vocabulary: list[str], mode: str) -> list[str]:
+    """The CLIP text of each attribute: raw names (underscores kept, as the original) or with spaces."""
+    return list(vocabulary) if mode == "raw" else [name.replace("_", " ") for name in vocabulary]
+
+
+def emotion_space_source(encoder_path: str) -> Path:
+    """Where the emotion space of an emotion-encoder run lies: RUN/final for a run, the folder above
+    final/model when model.emotion_encoder names the model folder itself."""
+    path = Path(encoder_path)
+    if (path / "final").is_dir():
+        return path / "final"
+    if path.name == "model" and path.parent.name == "final":
+        return path.parent
+    return path
+
+
 def vae_pixels(path: str, resolution: int, center_crop: bool) -> torch.Tensor:
     """The VAE's input in [-1, 1]: squashed to a square like the original, or resized + centre-cropped."""
     image = load_rgb(path)
@@ -130,6 +163,11 @@ class EmoGenTask(TrainTask):
             part.eval()
         if m.gradient_checkpointing:
             self.pipe.unet.enable_gradient_checkpointing()
+        if m.text_encoder_gradient_checkpointing:
+            # transformers checkpoints only modules in train mode; CLIP's text tower has no dropout,
+            # so train mode changes nothing else.
+            self.pipe.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.pipe.text_encoder.train()
         from diffusers import DDPMScheduler
 
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
@@ -138,15 +176,27 @@ class EmoGenTask(TrainTask):
         from emocli.methods.emotion_encoder.model import EmotionEncoder
 
         self.encoder = EmotionEncoder.from_pretrained(m.emotion_encoder).requires_grad_(False)
+        fingerprint = self.encoder.fingerprint()
         hidden = self.pipe.text_encoder.get_input_embeddings().embedding_dim
-        self.model = Mapper(in_dim=self.encoder.meta["emotion_dim"], out_dim=hidden, **m.mapper.model_dump())
-        space_source = m.emotion_space or str(Path(m.emotion_encoder) / "final")
+        self.model = Mapper(in_dim=self.encoder.meta["emotion_dim"], out_dim=hidden, encoder=fingerprint,
+                            **m.mapper.model_dump())
+        space_source = m.emotion_space or str(emotion_space_source(m.emotion_encoder))
         self.space = EmotionSpace.load(space_source, expect_dim=self.encoder.meta["emotion_dim"])
+        self.space.check_encoder(fingerprint, m.allow_foreign_space, space_source, "model.allow_foreign_space=true")
         self.clip = None
         if recipe.loss.attr_weight > 0 or recipe.loss.emo_weight > 0:
-            from transformers import CLIPModel, CLIPTokenizer
+            from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+            from transformers.utils import logging as hf_logging
 
-            self.clip = load_pretrained(CLIPModel.from_pretrained, m.clip, "model.clip", what="CLIP").requires_grad_(False).eval()
+            # Only the text tower and text_projection of model.clip (a full CLIPModel folder or Hub id);
+            # transformers would list every skipped vision weight as "unexpected".
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                self.clip = load_pretrained(CLIPTextModelWithProjection.from_pretrained, m.clip, "model.clip",
+                                            what="CLIP text tower").requires_grad_(False).eval()
+            finally:
+                hf_logging.set_verbosity(verbosity)
             self.clip_tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, m.clip, "model.clip", what="CLIP tokenizer")
             if self.clip.text_projection.in_features != hidden:
                 raise EmoError(f"model.clip's text projection takes {self.clip.text_projection.in_features}-d "
@@ -193,11 +243,9 @@ class EmoGenTask(TrainTask):
         if self.clip is not None:
             self.clip.to(accelerator.device)
             with torch.no_grad():
-                texts = [name.replace("_", " ") for name in self.vocabulary]
+                texts = attribute_texts(self.vocabulary, self.recipe.loss.attr_text)
                 ids = self.clip_tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(accelerator.device)
-                feats = self.clip.get_text_features(**ids)
-                feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-                self.attr_features = F.normalize(feats.float(), dim=-1)
+                self.attr_features = F.normalize(self.clip(**ids).text_embeds.float(), dim=-1)
         if self.emotion_head is not None:
             self.emotion_head.to(accelerator.device)
         unique = {}
@@ -272,7 +320,8 @@ class EmoGenTask(TrainTask):
         batch_size = tokens.shape[0]
         ids = self.prompt_ids.expand(batch_size, -1)
         text = encode_with_vectors(self.pipe.text_encoder, ids, {self.placeholder_id: tokens})
-        hidden, pooled = text.last_hidden_state, text.pooler_output
+        hidden = text.last_hidden_state
+        pooled = pooled_feature(text, ids, self.placeholder_id, recipe.loss.pooled_token)
 
         with torch.no_grad():
             if "latent_dist" in batch:
@@ -315,7 +364,7 @@ class EmoGenTask(TrainTask):
             return None
         v = self.recipe.validation
         mapper = accelerator.unwrap_model(model)
-        sampler = EmoGenSampler(self.pipe, mapper, self.space)
+        sampler = EmoGenSampler(self.pipe, mapper, self.space, allow_foreign_space=True)  # checked in __init__
         rows = []
         for emotion in v.emotions:
             images = [img for _, img, _ in sampler.generate(emotion, n=2, seed=v.seed, steps=v.steps,
@@ -338,7 +387,7 @@ class EmoGenTask(TrainTask):
         self.space.save(run.final)
         write_json_atomic(run.final / RUN_CONFIG, {
             "pretrained": m.pretrained, "text_encoder": m.text_encoder, "placeholder": m.placeholder,
-            "emotion_dim": self.space.dim, "emotions": list(EMOSET.labels),
+            "emotion_dim": self.space.dim, "emotion_encoder": self.model.config["encoder"], "emotions": list(EMOSET.labels),
             "sample": self.recipe.sample.model_dump(),
         })
         log.info("EmoGen run ready: emo sample --run %s --emotion fear --out samples/", run.dir)

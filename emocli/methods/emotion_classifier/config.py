@@ -37,6 +37,10 @@ class ClassifierDataSection(Section):
     # Where the per-image CLIP features are cached (safetensors). null: RUN_DIR/cache.
     feature_cache: Optional[str] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Also train this many fold heads, each without one fold of the training images, so that `emo data
+    # alpha --classifier RUN` scores every image with a head that never trained on it (cross-fitting;
+    # emocli/methods/emotion_classifier/crossfit.py). null: no fold heads (in-sample scores only).
+    cross_fit_folds: Optional[int] = Field(5, ge=2)
 
 
 class EmotionClassifierRecipe(TrainRecipe):

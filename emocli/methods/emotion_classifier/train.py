@@ -12,6 +12,8 @@ Outputs in the run directory:
     final/metrics.json                     accuracy, polarity accuracy, macro-F1, per emotion, confusion, per split
                                            (+ the reference head's numbers on the same features, when given)
     final/confusion_matrix.png             validation confusion matrix (train when there is no validation split)
+    final/cross_fit/                       with data.cross_fit_folds = k: k fold heads and folds.json, for
+                                           out-of-sample emotion scores (crossfit.py)
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class EmotionClassifierTask(TrainTask):
         extractor = _LazyClip(recipe.model.clip, device, data.feature_batch_size)
         cache_dir = data.feature_cache or (run.dir / "cache")
         self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.paths: dict[str, list[str]] = {}
         self.cache_counts: dict[str, dict] = {}
         self.unreadable: dict[str, str] = {}
         # the main process extracts (and writes the cache); the others read it afterwards
@@ -113,6 +116,7 @@ class EmotionClassifierTask(TrainTask):
                                    skip_unreadable=True, description=f"CLIP features, {split}")
             labels = torch.tensor([int(EMOSET.index(recs[i]["emotion"])) for i in out.kept], dtype=torch.long)
             self.features[split] = (out.features["clip"], labels)
+            self.paths[split] = [recs[i]["image"] for i in out.kept]
             self.cache_counts[split] = out.counts["clip"]
             self.unreadable.update(out.unreadable)
 
@@ -180,6 +184,12 @@ class EmotionClassifierTask(TrainTask):
         plot_confusion(metrics[shown]["confusion"], list(EMOSET.labels), list(EMOSET.labels),
                        run.final / "confusion_matrix.png",
                        title=f"Emo-A head, {shown} split (accuracy {100 * metrics[shown]['accuracy']:.1f}%)")
+        if self.recipe.data.cross_fit_folds:
+            from emocli.methods.emotion_classifier.crossfit import CROSS_FIT_DIR, train_fold_heads
+
+            x, y = self.features[self.recipe.data.train_split]
+            metrics["cross_fit"] = {"folds": self.recipe.data.cross_fit_folds, "held_out_accuracy": train_fold_heads(
+                x, y, self.paths[self.recipe.data.train_split], self.recipe, run.final / CROSS_FIT_DIR)}
         write_json_atomic(run.final / "metrics.json", metrics)
         log.info("accuracy: %s", ", ".join(f"{s} {100 * metrics[s]['accuracy']:.2f}%" for s in self.splits
                                             if s in metrics))

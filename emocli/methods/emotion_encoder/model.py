@@ -66,6 +66,18 @@ class EmotionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.represent(pixel_values))
 
+    def fingerprint(self) -> str:
+        """sha256 over the weights (names, shapes, fp32 values): which encoder made an emotion space."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            value = tensor.detach().cpu()
+            value = value.float() if value.is_floating_point() else value
+            digest.update(f"{name}{tuple(value.shape)}".encode())
+            digest.update(value.contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 

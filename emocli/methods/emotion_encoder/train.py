@@ -124,7 +124,7 @@ class EmotionEncoderTask(TrainTask):
         if bad:
             log.warning("%d unreadable images were skipped (listed in final/metrics.json)", len(bad))
         if accelerator.is_main_process:
-            path = EmotionSpace.fit(space_reps, space_labels).save(run.final)
+            path = EmotionSpace.fit(space_reps, space_labels, encoder=model.fingerprint()).save(run.final)
             write_json_atomic(run.final / "metrics.json", metrics)
             log.info("emotion space (%s split, dim %d): %s", space_split, space_reps.shape[1], path)
             log.info("accuracy per split: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in metrics.items() if k in self.splits}))
