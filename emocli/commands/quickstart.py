@@ -76,8 +76,8 @@ def quickstart(
     from emocli.commands.sample import sample
 
     samples = out / "samples"
-    sample(emotion="all", out=samples, run=emogen_dir, prompt=None, prompts=None, obj=None, fuse=None, mix=None, n=samples_per_emotion,
-           seed=seed, steps=None, guidance=None, scheduler=None, sd=None, mapper=None, space=None,
+    sample(emotion="all", out=samples, run=emogen_dir, prompt=None, prompts=None, obj=None, fuse=None, mix=None,
+           n=samples_per_emotion, seed=seed, steps=None, guidance=None, scheduler=None, sd=None, mapper=None, space=None,
            text_encoder=None, device="cpu", dtype="fp32", baseline=False, allow_foreign_space=False,
            unadded_token=False)
     timings["sample"] = time.perf_counter() - t
