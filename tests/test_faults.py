@@ -125,3 +125,28 @@ def test_full_disk_while_preparing_leaves_nothing(emoset_tiny, tmp_path, monkeyp
     monkeypatch.setattr(prepare, "write_jsonl", real)
     prepare.prepare_emoset(str(emoset_tiny), out)
     assert json.loads((out / "prepare.json").read_text())["counts"]["total"] > 0
+
+
+def test_every_data_writer_stages_its_folder_and_reports_a_full_disk(tmp_path, monkeypatch):
+    """prepare captions (like every `emo data` writer) goes through staged_folder: a write error mid-way
+    is one line naming the path and ENOSPC, leaves no partial folder, and keeps an existing output."""
+    import emocli.data.prepare as prepare_module
+    from emocli.data.captions import prepare_captions, synth_captions
+
+    source = synth_captions(tmp_path / "src", n=12, seed=0)
+    out = tmp_path / "prepared"
+    prepare_captions(source, out)
+    before = sorted(p.name for p in out.iterdir())
+
+    real_write_jsonl = prepare_module.write_jsonl
+
+    def full_disk(path, rows):
+        real_write_jsonl(path, rows)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(prepare_module, "write_jsonl", full_disk)  # captions imports it when it runs
+    with pytest.raises(EmoError, match="No space left on device.*ENOSPC") as info:
+        prepare_captions(source, out, overwrite=True)
+    assert ".partial-" in str(info.value)  # names the staging path it could not write
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepared.")]

@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from emocli.data.prepare import check_output_folder, commit_folder, stage_folder, write_json, write_jsonl
+from emocli.data.prepare import check_output_folder, staged_folder, write_json, write_jsonl
 from emocli.emotions import ARTEMIS
 from emocli.errors import EmoError
 
@@ -215,8 +215,7 @@ def prepare_artemis(source, images, out, seed: int = 2021, overwrite: bool = Fal
         raise EmoError(f"none of the {len(keys)} artworks of {source} has a readable image under {images} "
                        f"(missing {len(missing)}, corrupt {len(corrupt)}); is --images the WikiArt folder?")
 
-    stage = stage_folder(out)
-    try:
+    with staged_folder(out) as stage:
         for split, items in artworks.items():
             write_jsonl(stage / f"{split}.jsonl", items)
         contrastive = [a for a in artworks["train"] if len(set(a["emotions"])) >= 2]
@@ -237,12 +236,6 @@ def prepare_artemis(source, images, out, seed: int = 2021, overwrite: bool = Fal
             "missing_image_count": len(missing), "missing_images": missing,
             "corrupt_image_count": len(corrupt), "corrupt_images": corrupt,
         })
-        commit_folder(stage, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 

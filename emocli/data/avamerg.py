@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -193,7 +192,7 @@ def _resolve_frame(stem: str, media: dict[str, Path], frames_dir: Path, final_fr
 def prepare_avamerg(source, media, out, seed: int = 0, val_fraction: float = 0.05, overwrite: bool = False) -> Path:
     """Prepare AvaMERG pairs into `out` (see the module docstring); returns `out`."""
     from emocli import __version__
-    from emocli.data.prepare import check_output_folder, commit_folder, stage_folder, write_json, write_jsonl
+    from emocli.data.prepare import check_output_folder, staged_folder, write_json, write_jsonl
 
     if not 0 <= val_fraction < 1:
         raise EmoError(f"--val-fraction must be in [0, 1), got {val_fraction}")
@@ -222,8 +221,7 @@ def prepare_avamerg(source, media, out, seed: int = 0, val_fraction: float = 0.0
         log.warning("%s has no test.json: the prepared folder has no test split", name)
 
     media_index = index_media(media)
-    stage = stage_folder(out)
-    try:
+    with staged_folder(out) as stage:
         frames = stage / "frames"
         frames.mkdir()
         samples, bad = [], {}
@@ -265,10 +263,6 @@ def prepare_avamerg(source, media, out, seed: int = 0, val_fraction: float = 0.0
             "bad_media_count": len(bad), "bad_media": bad,
             "emocli_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-        commit_folder(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -254,7 +253,7 @@ def prepare_captions(source, out, streaming: bool = False, seed: int = 0, test_f
                      overwrite: bool = False, workers: int | None = None) -> Path:
     """Prepare a captioned image set into `out` (see the module docstring); returns `out`."""
     from emocli import __version__
-    from emocli.data.prepare import _ordered_map, _safe_name, check_output_folder, commit_folder, stage_folder
+    from emocli.data.prepare import _ordered_map, _safe_name, check_output_folder, staged_folder, write_jsonl
     from emocli.progress import track
 
     if not 0.0 <= float(test_fraction) < 1.0:
@@ -268,8 +267,7 @@ def prepare_captions(source, out, streaming: bool = False, seed: int = 0, test_f
         raise EmoError(f"{name} holds no captioned images (an empty caption set)")
     workers = max(1, int(workers if workers is not None else min(8, os.cpu_count() or 1)))
 
-    stage = stage_folder(out)
-    try:
+    with staged_folder(out) as stage:
         used_ids: set[str] = set()
 
         def materialise(item):
@@ -322,10 +320,8 @@ def prepare_captions(source, out, streaming: bool = False, seed: int = 0, test_f
                            f"without a caption; e.g. {named})")
         splits = _assign_splits(records, seed, float(test_fraction))
         for split, items in splits.items():
-            with (stage / f"{split}.jsonl").open("w", encoding="utf-8") as f:
-                for r in items:
-                    f.write(json.dumps({"id": r["id"], "image": r["image"], "captions": r["captions"]},
-                                       ensure_ascii=False) + "\n")
+            write_jsonl(stage / f"{split}.jsonl",
+                        ({"id": r["id"], "image": r["image"], "captions": r["captions"]} for r in items))
         manifest = {
             "dataset": "captions", "format": FORMAT, "source": name, "source_kind": kind,
             "streaming": bool(streaming), "seed": int(seed), "test_fraction": float(test_fraction),
@@ -338,10 +334,6 @@ def prepare_captions(source, out, streaming: bool = False, seed: int = 0, test_f
             "emocli_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        commit_folder(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 

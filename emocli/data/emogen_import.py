@@ -19,13 +19,12 @@ from __future__ import annotations
 import io
 import logging
 import pickle
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emocli.data.prepare import check_output_folder, commit_folder, stage_folder, write_json
+from emocli.data.prepare import check_output_folder, staged_folder, write_json
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 
@@ -200,9 +199,8 @@ def import_emogen(repo, out, overwrite: bool = False) -> Path:
                        f"dataset_balance/*.pkl, weights/Clip_emotion_classifier/*.pth); is it a checkout of "
                        f"JingyuanYY/EmoGen?")
 
-    stage = stage_folder(out)
     written: dict[str, str] = {}
-    try:
+    with staged_folder(out, "the imported files") as stage:
         if "emotion_space" in found:
             from emocli.emotion_space import EmotionSpace
 
@@ -250,8 +248,4 @@ def import_emogen(repo, out, overwrite: bool = False) -> Path:
             "format": FORMAT, "repo": str(repo), "written": written, "missing": missing,
             "emocli_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-        commit_folder(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out

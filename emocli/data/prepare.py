@@ -29,6 +29,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -713,6 +714,31 @@ def commit_folder(stage: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def staged_folder(out: Path, what: str = "the prepared folder"):
+    """Build `out` in a temporary folder beside it and rename it into place when the block ends.
+
+    On any error nothing is left behind and an existing `out` is untouched; an OSError (a full disk, a
+    read-only folder) becomes one line naming the path and the cause. Every `emo data` writer uses this.
+    """
+    try:
+        stage = stage_folder(out)
+    except OSError as e:
+        raise io_failed(e, out.parent, f"write {what} in") from None
+    try:
+        yield stage
+        commit_folder(stage, out)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        writing = e.filename is None or str(e.filename).startswith(str(stage))
+        raise io_failed(e, stage, f"write {what} at" if writing else "read",
+                        f"nothing was written to {out}" + ("; free space and run the command again" if writing else "")
+                        ) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
@@ -776,11 +802,7 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
                     ", ".join(getattr(src, "columns", [])), what)
     workers = max(1, int(workers if workers is not None else min(8, os.cpu_count() or 1)))
 
-    try:
-        stage = stage_folder(out)
-    except OSError as e:
-        raise io_failed(e, out.parent, "write the prepared folder in") from None
-    try:
+    with staged_folder(out) as stage:
         records: list[dict] = []
         bad: list[tuple[str, str]] = []
         image_bytes = {"original": 0, "reencoded": 0}  # embedded images: kept as they came, or re-encoded
@@ -819,16 +841,6 @@ def prepare_emoset(source, out, streaming: bool = False, seed: int = 0, split=No
         ordered = {k: manifest[k] for k in _MANIFEST_ORDER if k in manifest}
         ordered.update({k: v for k, v in manifest.items() if k not in ordered})
         write_json(stage / MANIFEST, ordered)
-        commit_folder(stage, out)
-    except OSError as e:  # a full disk, a read-only folder: one line, nothing left behind
-        shutil.rmtree(stage, ignore_errors=True)
-        writing = e.filename is None or str(e.filename).startswith(str(stage))
-        raise io_failed(e, stage, "write the prepared folder at" if writing else "read",
-                        f"nothing was written to {out}" + ("; free space and run the command again" if writing else "")
-                        ) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 
