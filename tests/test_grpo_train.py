@@ -202,6 +202,8 @@ def test_eval_understanding_base_vs_tuned_on_the_run_test_questions(tiny, run2):
     report = (out / "report.md").read_text()
     assert "| metric | base | tuned | tuned - base |" in report and "8-class macro-F1" in report
     assert "confusion_base.png" in report and "confusion_tuned.png" in report
+    html = (out / "report.html").read_text()  # the shared report module: HTML with the plots embedded
+    assert "tuned - base" in html and "data:image/png;base64," in html
 
 
 def test_score_on_hand_written_replies():

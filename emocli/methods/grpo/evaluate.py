@@ -418,45 +418,46 @@ def _rows(metrics: dict) -> list[tuple[str, float | None]]:
     return rows
 
 
-def render_report(result: dict) -> str:
+def write_report(result: dict, out_dir: Path) -> None:
+    """metrics.json + report.md + report.html through the shared report module (emocli.evaluation.report)."""
+    from emocli.evaluation.report import Column, Report, Row
+
     models = list(result["models"])
-    lines = ["# Emotion understanding", "",
-             f"Questions: {result['questions']['n']} ({result['questions']['images']} images, split "
-             f"{result['questions']['split']}) from `{result['questions']['source']}`; "
-             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["questions"]["by_type"].items()) + ".",
-             "Greedy decoding. Every model answers exactly the same questions.", ""]
-    for name in models:
-        lines.append(f"- **{name}**: `{result['models'][name]['model']}`")
-    lines.append("")
-    header = ["metric", *models] + (["tuned - base"] if {"base", "tuned"} <= set(models) else [])
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    q = result["questions"]
+    facts = {"questions": f"{q['n']} ({q['images']} images, split {q['split']}) from `{q['source']}`",
+             "by type": ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in q["by_type"].items()),
+             "decoding": "greedy; every model answers exactly the same questions",
+             **{name: f"`{result['models'][name]['model']}`" for name in models}}
+    report = Report("Emotion understanding", facts=facts)
+    paired = {"base", "tuned"} <= set(models)
+    columns = [Column(name, name) for name in models] + ([Column("difference", "tuned - base")] if paired else [])
+    table = report.table("Results", columns, first_column="metric")
     rows = {name: dict(_rows(result["models"][name]["metrics"])) for name in models}
     for metric in dict.fromkeys(k for name in models for k in rows[name]):
-        cells = [_fmt(rows[name].get(metric)) for name in models]
-        if len(header) > len(models) + 1:
-            b, t = rows["base"].get(metric), rows["tuned"].get(metric)
-            cells.append(_fmt(t - b, signed=True) if b is not None and t is not None else "")
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        values = {name: _number(rows[name].get(metric)) for name in models}
+        if paired and values["base"] is not None and values["tuned"] is not None:
+            values["difference"] = values["tuned"] - values["base"]
+        table.add(Row(metric, values))
     per_class = {name: result["models"][name]["metrics"].get("eight_class", {}).get("per_class_f1") for name in models}
     if any(per_class.values()):
-        lines += ["", "## F1 per emotion (multiple-choice questions)", "",
-                  "| emotion | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+        f1 = report.table("F1 per emotion (multiple-choice questions)", [Column(m, m) for m in models],
+                          first_column="emotion")
         for emotion in EMOSET.labels:
-            lines.append(f"| {emotion} | " + " | ".join(_fmt((per_class[m] or {}).get(emotion)) for m in models) + " |")
-    plots = [(m, result["models"][m].get("plot")) for m in models]
-    if any(p for _, p in plots):
-        lines += ["", "## Confusion matrices (multiple-choice questions, rows: true emotion)", ""]
-        lines += [f"![{m}]({p})" for m, p in plots if p]
-    lines += ["", "Accuracy follows the reward's rule (the answer inside `<answer>` tags); the 8-class scores take "
-              "the emotion a multiple-choice reply names, with or without tags. Polarity: multiple-choice and "
-              "misleading replies naming an emotion of the true polarity.", ""]
-    return "\n".join(lines)
+            f1.add(Row(emotion, {m: _number((per_class[m] or {}).get(emotion)) for m in models}))
+    for name in models:
+        plot = result["models"][name].get("plot")
+        if plot:
+            report.plot(f"Confusion matrix, {name} (multiple-choice questions, rows: true emotion)", out_dir / plot)
+    report.section("Conventions", paragraphs=[
+        "Accuracy follows the reward's rule (the answer inside `<answer>` tags); the 8-class scores take the "
+        "emotion a multiple-choice reply names, with or without tags. Polarity: multiple-choice and misleading "
+        "replies naming an emotion of the true polarity."])
+    report.write(out_dir, metrics=result)
 
 
-def _fmt(value, signed: bool = False) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+def _number(value):
+    """None for a missing or NaN value (shown as a dash), else the float."""
+    return None if value is None or value != value else float(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -545,6 +546,5 @@ def main(run: Run, resume: bool = False) -> None:
     if {"base", "tuned"} <= set(result["models"]):
         base, tuned = (dict(_rows(result["models"][k]["metrics"])) for k in ("base", "tuned"))
         result["difference"] = {k: tuned[k] - base[k] for k in tuned if k in base}
-    write_json_atomic(run.dir / "metrics.json", result)
-    (run.dir / "report.md").write_text(render_report(result), encoding="utf-8")
-    log.info("wrote %s and %s", run.dir / "metrics.json", run.dir / "report.md")
+    write_report(result, run.dir)
+    log.info("wrote %s, %s and %s", run.dir / "metrics.json", run.dir / "report.md", run.dir / "report.html")
