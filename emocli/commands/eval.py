@@ -10,7 +10,8 @@ import typer
 
 from emocli.commands import eval_understanding
 
-app = typer.Typer(help="Evaluate generated images against a prepared EmoSet, from recipes.", no_args_is_help=True)
+app = typer.Typer(help="Evaluate from recipes: generated images (EmoGen, LDM), emotion understanding (VLMs), "
+                  "art explanations (SEVLM) and empathetic replies (EmpathDiffuser).", no_args_is_help=True)
 
 
 @app.command("generation")
