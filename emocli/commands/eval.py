@@ -1,5 +1,5 @@
-"""`emo eval generation [RECIPE] [key=value ...] [--compare RUN_A RUN_B]`, `emo eval explanation [RECIPE]` and
-`emo eval tiny-weights`."""
+"""`emo eval generation [RECIPE] [key=value ...] [--compare RUN_A RUN_B]`, `emo eval understanding`, `emo eval
+explanation`, `emo eval empathy` (each `[RECIPE] [key=value ...]`) and `emo eval tiny-weights`."""
 
 from __future__ import annotations
 
