@@ -357,19 +357,9 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
         unwrapped.load_state_dict(state_dict, strict=False)
     final_dir = run.final
     if is_main:
-        tmp = final_dir.with_name(".final.tmp")
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict)
-            shutil.rmtree(final_dir, ignore_errors=True)
-            tmp.replace(final_dir)
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if (io := _write_error(e)) is None:
-                raise
-            raise io_failed(io, tmp, "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is "
-                            f"complete: free space and rerun the same command with --resume") from None
+        _write_folder(final_dir, lambda tmp: task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict),
+                      "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is complete: free "
+                      f"space and rerun the same command with --resume")
     accelerator.wait_for_everyone()
     task.finish(unwrapped, accelerator, run)
     accelerator.wait_for_everyone()
@@ -471,23 +461,35 @@ class _BestTracker:
         if ema is not None and self.run.recipe.train.ema.export:
             state_dict = ema.state_dict_over(state_dict)
         if accelerator.is_main_process:
-            tmp = self.path.with_name(".best.tmp")
-            try:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
+            def write(tmp: Path) -> None:
                 task.save_pretrained(accelerator.unwrap_model(model), tmp / "model", state_dict=state_dict)
                 write_json_atomic(tmp / "best.json", {"metric": self.metric, "mode": self.mode, "value": self.value,
                                                       "step": step})
-                shutil.rmtree(self.path, ignore_errors=True)
-                tmp.replace(self.path)
-            except Exception as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if (io := _write_error(e)) is None:
-                    raise
-                raise io_failed(io, tmp, "write the best weights", f"the last complete checkpoint is "
-                                f"{latest_checkpoint(self.run.dir)}: free space and rerun with --resume") from None
+
+            _write_folder(self.path, write, "write the best weights", f"the last complete checkpoint is "
+                          f"{latest_checkpoint(self.run.dir)}: free space and rerun with --resume")
             log.info("best %s %.4f at step %d: %s", self.metric, self.value, step, self.path)
         accelerator.wait_for_everyone()
+
+
+def _write_folder(dest: Path, write, doing: str, hint: str) -> None:
+    """Write a folder through `write(tmp)` into `.<name>.tmp` beside `dest`, then swap it in (rank 0 only).
+
+    Nothing half-written ever carries `dest`'s name; a write error (a full disk) removes the temp folder
+    and becomes one line naming the path, the cause and `hint`.
+    """
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.replace(dest)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (io := _write_error(e)) is None:
+            raise
+        raise io_failed(io, tmp, doing, hint) from None
 
 
 def save_checkpoint(run: Run, accelerator, model, task, ema, step: int, epoch: int, position: int, keep: int,
