@@ -183,8 +183,9 @@ class _StopFlag:
     def _handle(self, signum, frame):
         if self.signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
+        # No logging here: a handler runs between two bytecodes of the main thread, possibly inside a
+        # log call writing the same stream, and a re-entrant write fails ("Logging error" + traceback).
         self.signal = signum
-        log.warning("received %s: saving a checkpoint at the end of this step", signal.Signals(signum).name)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -316,6 +317,8 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                     stopped_early = best.update(result, step, accelerator, model, task, ema)
                     evaluated_at = step
                 interrupted = _any_process(accelerator, stop.signal is not None)
+                if interrupted and stop.signal is not None:
+                    log.warning("received %s: saving a checkpoint at step %d", signal.Signals(stop.signal).name, step)
                 if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted or stopped_early:
                     save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
                                     state={"best": best.state(), "stopped_early": stopped_early,
