@@ -9,6 +9,7 @@ SIGINT/SIGTERM, and a stop with a clear message on a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -137,8 +138,9 @@ def _has_module(name: str) -> bool:
 class _Ema:
     """Exponential moving average of the trainable parameters (fp32 shadow copy).
 
-    With `warmup` the decay at optimizer step t is min(decay, (1 + t) / (10 + t)): the average
-    forgets the random initialisation quickly instead of over ~1/(1 - decay) steps.
+    With `warmup` the decay at optimizer step t is min(decay, (1 + t) / (10 + t)), so the average forgets
+    the random initialisation quickly instead of over ~1/(1 - decay) steps. diffusers' EMAModel uses the
+    same (1 + t) / (10 + t) ramp when `use_ema_warmup=False`; its "warm-up" is another, power-law formula.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
@@ -163,6 +165,24 @@ class _Ema:
             if name in merged:
                 merged[name] = value.to(merged[name].dtype)
         return merged
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """The shadow in `model`'s parameters for the block, the trained weights back after it (exactly:
+        the optimizer continues from them). The raw copy waits on the CPU, not in accelerator memory."""
+        raw = {}
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self.shadow:
+                    raw[name] = param.detach().to("cpu", copy=True)
+                    param.copy_(self.shadow[name].to(param.dtype))
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name in raw:
+                        param.copy_(raw[name].to(param.device))
 
 
 class _StopFlag:
@@ -225,6 +245,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
     accelerator.register_for_checkpointing(scheduler)
     ema = _Ema(accelerator.unwrap_model(model), train.ema.decay, train.ema.warmup) if train.ema else None
     best = _BestTracker(run, train)
+    scored_ema = ema if ema is not None and train.ema.export else None  # evaluate what is exported
 
     metrics_path = run.dir / "metrics.jsonl"
     step, epoch, skip_batches = 0, 0, 0
@@ -312,7 +333,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
                 if train.eval_every and step % train.eval_every == 0 and step < max_steps:
-                    result = _evaluate(task, model, accelerator, step, metrics_path)
+                    result = _evaluate(task, model, accelerator, step, metrics_path, scored_ema)
                     task.train_mode(model)
                     stopped_early = best.update(result, step, accelerator, model, task, ema)
                     evaluated_at = step
@@ -348,7 +369,7 @@ def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResu
                         state={"best": best.state(), "stopped_early": stopped_early,
                                "evaluated": evaluated_at == step})
     if evaluated_at != step:  # an early stop has just evaluated this step
-        result = _evaluate(task, model, accelerator, step, metrics_path)
+        result = _evaluate(task, model, accelerator, step, metrics_path, scored_ema)
         best.update(result, step, accelerator, model, task, ema)
 
     accelerator.wait_for_everyone()
@@ -393,10 +414,14 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
 
 
-def _evaluate(task, model, accelerator, step, metrics_path: Path) -> dict | None:
-    """Run the validation hook in eval mode (the caller puts the model back in training mode)."""
+def _evaluate(task, model, accelerator, step, metrics_path: Path, ema: _Ema | None = None) -> dict | None:
+    """Run the validation hook in eval mode (the caller puts the model back in training mode).
+
+    With `ema` (EMA weights exported) the hook sees the EMA weights: metrics, `best/` selection and
+    preview grids are those of the weights `best/` and `final/` hold, not of the raw ones."""
     model.eval()
-    with torch.no_grad():
+    swap = ema.swapped_in(accelerator.unwrap_model(model)) if ema is not None else contextlib.nullcontext()
+    with torch.no_grad(), swap:
         result = task.evaluate(model, accelerator, step)
     if result:
         accelerator.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)

@@ -91,6 +91,44 @@ def test_ema_warmup_decay():
     assert _Ema(torch.nn.Linear(1, 1), decay=0.9).decay_at(0) == pytest.approx(0.9)
 
 
+class _Recorder(_Toy):
+    """Keeps a copy of the weights every evaluation saw."""
+
+    def __init__(self, scores=None):
+        super().__init__(scores)
+        self.evaluated: dict[int, dict] = {}
+
+    def evaluate(self, model, accelerator, step):
+        self.evaluated[step] = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        return super().evaluate(model, accelerator, step)
+
+
+def test_scored_weights_are_the_exported_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    # A slow EMA (decay 0.99, no warm-up) lags far behind the raw weights: scoring the raw weights and
+    # exporting the shadow would make best/ and final/ hold weights no evaluation ever saw.
+    train = dict(max_steps=4, eval_every=1, best_metric="score", checkpoint_every=4, ema={"decay": 0.99})
+    task = _Recorder(scores=[0.1, 0.9, 0.2, 0.3])
+    run = _run(tmp_path / "ema", **train)
+    fit(task, run, make_accelerator(run))
+    best = load_file(str(run.dir / "best" / "model" / "model.safetensors"))
+    final = load_file(str(run.dir / "final" / "model" / "model.safetensors"))
+    assert json.loads((run.dir / "best" / "best.json").read_text())["step"] == 2
+    for key in best:
+        assert torch.equal(best[key], task.evaluated[2][key])
+        assert torch.equal(final[key], task.evaluated[4][key])
+    raw = load_file(str(run.dir / "checkpoints" / "step-4" / "model" / "model.safetensors"))
+    assert not torch.equal(raw["weight"], final["weight"])  # the shadow really lags
+
+    # Training went on from the raw weights: the same run without evaluations ends on the same raw weights.
+    plain = _run(tmp_path / "plain", max_steps=4, checkpoint_every=4, ema={"decay": 0.99})
+    fit(_Toy(), plain, make_accelerator(plain))
+    plain_raw = load_file(str(plain.dir / "checkpoints" / "step-4" / "model" / "model.safetensors"))
+    for key in raw:
+        assert torch.equal(raw[key], plain_raw[key])
+
+
 class _Backbone(TrainTask):
     """A tiny pretrained-style ResNet (saved, then reloaded with from_pretrained: eval mode) + a head."""
 

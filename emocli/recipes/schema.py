@@ -64,10 +64,14 @@ class OptimSection(Section):
 
 class EmaSection(Section):
     decay: float = Field(0.999, gt=0, lt=1)
-    # The exported `final/` weights are the EMA weights when true.
-    export: bool = True
-    # Ramp the decay up as min(decay, (1 + step) / (10 + step)), so early weights fade quickly.
-    warmup: bool = False
+    # The exported `best/` and `final/` weights are the EMA weights when true; evaluations (metrics,
+    # best/ selection, preview grids) then score the EMA weights too.
+    export: bool = Field(True, description="export the EMA weights to best/ and final/, and evaluate them")
+    # Ramp the decay up as min(decay, (1 + t) / (10 + t)) at optimizer step t, so early weights fade quickly.
+    # This is the formula diffusers' EMAModel uses with use_ema_warmup=False (its "warm-up" is a power law).
+    warmup: bool = Field(False, description="decay min(decay, (1 + t) / (10 + t)) at step t (diffusers' "
+                                            "EMAModel default, use_ema_warmup=False), not diffusers' power-law "
+                                            "warm-up")
 
 
 class TrainSection(Section):
