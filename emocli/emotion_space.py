@@ -7,7 +7,7 @@ and metadata {"emotions": "amusement,awe,...", "dim": "768", "format": "emo-emot
 "encoder": "<sha256 of the emotion encoder's weights>"}, rows in EmoSet index order. `encoder` says
 which emotion encoder produced the vectors (EmotionEncoder.fingerprint()); a mapper trained on one
 encoder's vectors is meaningless on another's space, so sampling checks it (`check_encoder`). The official EmoGen release (`emo_space/{emotion}_{mean,std}_v2.pt`,
-float32 [768] each) loads into the same object (read with torch.load(weights_only=True)).
+float32 [768] each) loads into the same object (read with emocli.safeload.load_weights_only).
 """
 
 from __future__ import annotations
@@ -131,6 +131,8 @@ class EmotionSpace:
 
     @classmethod
     def _load_official(cls, folder: Path) -> EmotionSpace:
+        from emocli.safeload import load_weights_only
+
         means, stds = [], []
         for emotion in EMOSET.labels:
             tensors = []
@@ -138,7 +140,7 @@ class EmotionSpace:
                 file = folder / f"{emotion}_{kind}_v2.pt"
                 if not file.is_file():
                     raise EmoError(f"official emotion space {folder} lacks {file.name}")
-                value = torch.load(file, map_location="cpu", weights_only=True)
+                value = load_weights_only(file, what="official emotion space file")
                 if not isinstance(value, torch.Tensor):
                     raise EmoError(f"{file} does not hold a tensor")
                 tensors.append(value.float().reshape(-1))

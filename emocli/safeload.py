@@ -46,6 +46,9 @@ def load_weights_only(path: str | Path, what: str = "weights file", allowed: lis
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         blocked = unsafe_globals(path) or _globals_named_in(str(e))
+        if not blocked and "Unsupported global" not in str(e):  # not a pickle at all (a text file, a truncation)
+            raise EmoError(f"cannot read {what} {str(path)!r}: not a readable torch checkpoint "
+                           f"({_unpickler_reason(str(e))})") from None
         listed = ", ".join(blocked) if blocked else "objects other than tensors"
         raise EmoError(f"refused to load {what} {str(path)!r}: it needs {listed}, which weights-only loading does "
                        f"not admit; nothing was unpickled (convert it to safetensors or a plain state dict "
@@ -61,3 +64,12 @@ def _globals_named_in(message: str) -> list[str]:
     import re
 
     return sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
+
+
+def _unpickler_reason(message: str) -> str:
+    """The short cause inside torch's UnpicklingError text ("Unsupported operand 110"), without its advice."""
+    lines = [x.strip() for x in message.splitlines() if x.strip()]
+    after = message.split("WeightsUnpickler error:", 1)
+    if len(after) == 2 and after[1].strip():
+        return after[1].strip().splitlines()[0]
+    return lines[0] if lines and "weights_only" not in lines[0] else "UnpicklingError"

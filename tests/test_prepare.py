@@ -590,3 +590,23 @@ def test_import_reports_missing_pieces(tmp_path):
     assert any("emo_space" in r.getMessage() for r in caught)
     vocab = _json(out / "attribute_vocab.json")
     assert vocab["per_emotion"]["scene"]["awe"] == ["awe_thing"] and vocab["per_emotion"]["object"]["awe"] == []
+
+
+def test_released_emotion_space_with_a_pickled_payload_is_refused_in_one_line(tmp_path):
+    import torch
+
+    # A released-style emo_space/: 16 tensors, one of which also carries a pickled callable.
+    marker = tmp_path / "pwned"
+    space = tmp_path / "repo" / "emo_space"
+    space.mkdir(parents=True)
+    for emotion in EMOSET.labels:
+        for kind in ("mean", "std"):
+            torch.save(torch.zeros(768), space / f"{emotion}_{kind}_v2.pt")
+    torch.save({"mean": torch.zeros(768), "hook": _Evil(marker)}, space / "awe_mean_v2.pt")
+    result = run_emo("data", "import-emogen", "--repo", str(tmp_path / "repo"), "--out", str(tmp_path / "imp"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refused to load"), result.stderr
+    assert "awe_mean_v2.pt" in lines[0] and "system" in lines[0] and "nothing was unpickled" in lines[0]
+    assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
+    assert not marker.exists() and not (tmp_path / "imp").exists()

@@ -9,7 +9,7 @@ Reads a checkout of the official EmoGen repository (never downloads it):
     weights/Clip_emotion_classifier/*.pth                     -> emotion_head.safetensors (weight [8,768], bias [8])
 
 plus import.json (what was written, what was missing). Pickles are read with `SafeUnpickler`, which
-admits only what a pickled numpy array needs; the .pth with torch.load(weights_only=True). Pieces
+admits only what a pickled numpy array needs; the .pth with emocli.safeload.load_weights_only. Pieces
 that are absent are reported by name and skipped; a folder with none of them is an error. Output is
 written to a temporary folder next to OUT and renamed at the end.
 """
@@ -133,11 +133,9 @@ def _attr_lists(path: Path) -> dict[str, list[str]]:
 def _emotion_head(path: Path) -> dict:
     import torch
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise EmoError(f"cannot load {path} as a weights-only state dict ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    from emocli.safeload import load_weights_only
+
+    state = load_weights_only(path, what="EmoGen emotion classifier")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

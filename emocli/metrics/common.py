@@ -86,7 +86,7 @@ def batched(items: Sequence, size: int) -> Iterable:
 
 
 def load_state_dict_file(path, recipe_key: str, what: str) -> dict:
-    """A state dict from `.pth/.pt/.bin` (``torch.load(weights_only=True)``, on CPU) or `.safetensors`.
+    """A state dict from `.pth/.pt/.bin` (`emocli.safeload.load_weights_only`, on CPU) or `.safetensors`.
 
     A missing file raises EmoError naming the file and the recipe key that points at it. Nested
     checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a DataParallel
@@ -97,13 +97,15 @@ def load_state_dict_file(path, recipe_key: str, what: str) -> dict:
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise EmoError(f"{what} file {str(path)!r} does not exist: set the recipe key {recipe_key} to its local path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        from emocli.safeload import load_weights_only
 
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = load_weights_only(path, what=f"{what} file (recipe key {recipe_key})")
+        return unwrap_state_dict(state, what=f"{what} file {str(path)!r}")
+    try:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
     except Exception as e:  # any unreadable file is a user error here
         raise EmoError(f"cannot read {what} file {str(path)!r} (recipe key {recipe_key}): "
                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -45,7 +45,7 @@ class EmotionHead(nn.Module):
 
     @classmethod
     def load_official(cls, path) -> EmotionHead:
-        """Read EmoGen's released classifier (``torch.load(path, map_location="cpu", weights_only=True)``)."""
+        """Read EmoGen's released classifier (`emocli.safeload.load_weights_only`)."""
         state = load_state_dict_file(path, RECIPE_KEY, f"EmoGen CLIP emotion classifier ({OFFICIAL_FILE})")
         if "fc.weight" not in state or "fc.bias" not in state:
             raise EmoError(f"{str(path)!r} has no fc.weight/fc.bias (found: {sorted(state)[:6]}); expected "

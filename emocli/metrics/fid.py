@@ -41,7 +41,7 @@ Convention (what `emo` computes and what EmoGen's Table 1 used):
   added to both covariances when the result is not finite, imaginary round-off discarded) are available.
 
 Weights are never downloaded: point the recipe key ``eval.fid.inception_weights`` at a local copy of either
-published file (``.pth`` read with ``torch.load(weights_only=True)``, or a ``.safetensors`` conversion).
+published file (``.pth`` read with `emocli.safeload.load_weights_only`, or a ``.safetensors`` conversion).
 """
 
 from __future__ import annotations

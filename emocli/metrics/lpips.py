@@ -120,7 +120,7 @@ class AlexNetFeatures(nn.Module):
 
     def load(self, state: Mapping[str, torch.Tensor] | str, source: str = "state dict") -> AlexNetFeatures:
         """Load torchvision AlexNet weights (``alexnet-owt-7be5be79.pth``: ``features.{0,3,6,8,10}.*``;
-        ``classifier.*`` is ignored). `state` may be a path (``torch.load(weights_only=True)``/safetensors)."""
+        ``classifier.*`` is ignored). `state` may be a path (`emocli.safeload.load_weights_only`/safetensors)."""
         if not isinstance(state, Mapping):
             source = repr(str(state))
             state = load_state_dict_file(state, BACKBONE_KEY, "AlexNet backbone weights (alexnet-owt-7be5be79.pth)")

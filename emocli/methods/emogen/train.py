@@ -219,7 +219,9 @@ class EmoGenTask(TrainTask):
 
             state = load_file(path)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from emocli.safeload import load_weights_only
+
+            state = load_weights_only(path, what="loss.emotion_head file")
         state = {k.split(".")[-1]: v for k, v in state.items()}
         weight, bias = state["weight"].float(), state.get("bias")
         head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
