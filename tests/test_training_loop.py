@@ -89,6 +89,11 @@ def test_ema_warmup_decay():
     assert ema.decay_at(90) == pytest.approx(91 / 100)
     assert ema.decay_at(10**6) == pytest.approx(0.999)
     assert _Ema(torch.nn.Linear(1, 1), decay=0.9).decay_at(0) == pytest.approx(0.9)
+    # Named by its formula: diffusers calls (1 + t) / (10 + t) its non-warm-up decay.
+    from emocli.recipes.schema import EmaSection
+
+    assert "(1 + t) / (10 + t)" in EmaSection.model_fields["warmup"].description
+    assert "use_ema_warmup=False" in EmaSection.model_fields["warmup"].description
 
 
 class _Recorder(_Toy):
