@@ -107,9 +107,9 @@ def make_accelerator(run: Run):
 
         AcceleratorState._reset_state(reset_partial_state=False)
     train = getattr(recipe, "train", None)
-    log_with = None
-    if train is not None and "tensorboard" in train.trackers and _has_module("tensorboard"):
-        log_with = "tensorboard"
+    # Through accelerate's trackers: tensorboard writes under RUN/tb, trackio into its local database
+    # (TRACKIO_DIR, by default ~/.cache/huggingface/trackio), one project per run name, one run per run folder.
+    log_with = [name for name in (train.trackers if train is not None else []) if _has_module(name)] or None
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=recipe.launch.mixed_precision,
@@ -213,184 +213,232 @@ class _StopFlag:
 
 
 def fit(task: TrainTask, run: Run, accelerator, resume: bool = False) -> FitResult:
-    from accelerate.utils import gather_object
-    from transformers import get_scheduler
-
-    recipe = run.recipe
-    train, optim = recipe.train, recipe.optim
-    is_main = accelerator.is_main_process
-
-    log.info("accelerate: %s, %d process(es), device %s, mixed precision %s", accelerator.distributed_type.value,
-             accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
-    model = task.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise EmoError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(task.param_groups(model) or params, lr=optim.lr, betas=tuple(optim.betas),
-                                  eps=optim.eps, weight_decay=optim.weight_decay)
-    task.setup(accelerator)  # frozen parts to the device; may build train_dataset (precomputed features)
-    generator = torch.Generator().manual_seed(recipe.run.seed)
-    loader = torch.utils.data.DataLoader(
-        task.train_dataset, batch_size=train.batch_size, shuffle=True, collate_fn=task.collate_fn,
-        num_workers=train.num_workers, generator=generator, drop_last=False,
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-
-    steps_per_epoch = max(1, math.ceil(len(loader) / train.grad_accum))
-    max_steps = train.max_steps or steps_per_epoch * train.epochs
-    # Stepped once per optimizer step by us (not through accelerate, which would step it once
-    # per process), so the schedule is the same whatever the number of processes.
-    scheduler = get_scheduler(optim.scheduler, optimizer=_base_optimizer(optimizer),
-                              num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
-    accelerator.register_for_checkpointing(scheduler)
-    ema = _Ema(accelerator.unwrap_model(model), train.ema.decay, train.ema.warmup) if train.ema else None
-    best = _BestTracker(run, train)
-    scored_ema = ema if ema is not None and train.ema.export else None  # evaluate what is exported
-
-    metrics_path = run.dir / "metrics.jsonl"
-    step, epoch, skip_batches = 0, 0, 0
-    evaluated_at = None  # the step whose evaluation has already run
-    stopped_early = False
+    """Train `task` in the run directory: setup, resume, steps (evaluating and saving on the way), finish."""
+    loop = _Loop(task, run, accelerator)
     if resume:
-        ckpt = latest_checkpoint(run.dir)
+        loop.resume()
+    loop.train()
+    return loop.finish()
+
+
+class _Loop:
+    """One training run, in named phases. The attributes are the state the phases share; what a checkpoint
+    stores (step, epoch, position in the epoch, the best tracker, stopped_early, evaluated) is among them."""
+
+    def __init__(self, task: TrainTask, run: Run, accelerator):
+        """Setup: optimizer, data loader, LR schedule, EMA, best tracker, trackers, all prepared by accelerate."""
+        from transformers import get_scheduler
+
+        self.task, self.run, self.accelerator = task, run, accelerator
+        self.train_cfg, optim = run.recipe.train, run.recipe.optim
+        self.is_main = accelerator.is_main_process
+        log.info("accelerate: %s, %d process(es), device %s, mixed precision %s",
+                 accelerator.distributed_type.value, accelerator.num_processes, accelerator.device,
+                 accelerator.mixed_precision)
+        model = task.model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise EmoError("the model has no trainable parameters")
+        optimizer = torch.optim.AdamW(task.param_groups(model) or self.params, lr=optim.lr, betas=tuple(optim.betas),
+                                      eps=optim.eps, weight_decay=optim.weight_decay)
+        task.setup(accelerator)  # frozen parts to the device; may build train_dataset (precomputed features)
+        train = self.train_cfg
+        loader = torch.utils.data.DataLoader(
+            task.train_dataset, batch_size=train.batch_size, shuffle=True, collate_fn=task.collate_fn,
+            num_workers=train.num_workers, generator=torch.Generator().manual_seed(run.recipe.run.seed),
+            drop_last=False,
+        )
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        steps_per_epoch = max(1, math.ceil(len(self.loader) / train.grad_accum))
+        self.max_steps = train.max_steps or steps_per_epoch * train.epochs
+        # Stepped once per optimizer step by us (not through accelerate, which would step it once
+        # per process), so the schedule is the same whatever the number of processes.
+        self.scheduler = get_scheduler(optim.scheduler, optimizer=_base_optimizer(self.optimizer),
+                                       num_warmup_steps=optim.warmup_steps, num_training_steps=self.max_steps)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.ema = _Ema(accelerator.unwrap_model(self.model), train.ema.decay, train.ema.warmup) if train.ema else None
+        self.exported_ema = self.ema if self.ema is not None and train.ema.export else None  # what is evaluated
+        self.best = _BestTracker(run, train)
+        self.metrics_path = run.dir / "metrics.jsonl"
+        self.step, self.epoch, self.skip_batches, self.position = 0, 0, 0, 0
+        self.evaluated_at: int | None = None  # the step whose evaluation has already run
+        self.stopped_early = False
+        self.last_loss: float | None = None
+        self.resumed = False  # a tracker run of this name is continued, not started anew
+
+    def resume(self) -> None:
+        """Continue from the newest complete checkpoint: weights, optimizer, RNG, EMA, position, best tracker."""
+        ckpt = latest_checkpoint(self.run.dir)
+        self.resumed = ckpt is not None
         if ckpt is None:
-            log.info("--resume: no complete checkpoint in %s; starting from step 0", run.checkpoints)
-        else:
-            state, skip_batches = _load_checkpoint(ckpt, accelerator, ema)
-            step, epoch = int(state["step"]), int(state["epoch"])
-            best.load_state(state.get("best"))
-            stopped_early = bool(state.get("stopped_early", False))
-            # Checkpoints without the flag: the loop evaluates a step before checkpointing it.
-            evaluated = state.get("evaluated", bool(train.eval_every and step % train.eval_every == 0
-                                                    and step < max_steps))
-            evaluated_at = step if evaluated else None
-            if is_main:  # the final evaluation of a finished run runs again below unless it ran before the save
-                redo_eval = not evaluated and (step >= max_steps or stopped_early)
-                _truncate_metrics(metrics_path, step, keep_eval_at_step=not redo_eval)
-            log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, step, epoch, skip_batches)
-    if step >= max_steps or stopped_early:
-        log.info("already at step %d of %d%s: nothing to train", step, max_steps,
-                 " (stopped early)" if stopped_early else "")
+            log.info("--resume: no complete checkpoint in %s; starting from step 0", self.run.checkpoints)
+            return
+        train = self.train_cfg
+        state, self.skip_batches = _load_checkpoint(ckpt, self.accelerator, self.ema)
+        self.position = self.skip_batches
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.best.load_state(state.get("best"))
+        self.stopped_early = bool(state.get("stopped_early", False))
+        # Checkpoints without the flag: the loop evaluates a step before checkpointing it.
+        evaluated = state.get("evaluated", bool(train.eval_every and self.step % train.eval_every == 0
+                                                and self.step < self.max_steps))
+        self.evaluated_at = self.step if evaluated else None
+        if self.is_main:  # the final evaluation of a finished run runs again below unless it ran before the save
+            redo_eval = not evaluated and (self.step >= self.max_steps or self.stopped_early)
+            _truncate_metrics(self.metrics_path, self.step, keep_eval_at_step=not redo_eval)
+        log.info("resumed from %s (step %d, epoch %d, %d batches into the epoch)", ckpt, self.step, self.epoch,
+                 self.skip_batches)
 
-    if accelerator.trackers == [] and accelerator.log_with:
-        accelerator.init_trackers(recipe.run.name or recipe.method)
-    audit: list[int] = []
-    audit_epoch = epoch
-    last_loss = None
-    task.train_mode(model)
+    def train(self) -> None:
+        """Optimizer steps until max_steps, an early stop or a signal (which saves and raises)."""
+        accelerator, train = self.accelerator, self.train_cfg
+        if self.step >= self.max_steps or self.stopped_early:
+            log.info("already at step %d of %d%s: nothing to train", self.step, self.max_steps,
+                     " (stopped early)" if self.stopped_early else "")
+        if accelerator.trackers == [] and accelerator.log_with:
+            accelerator.init_trackers(self.run.recipe.run.name or self.run.recipe.method,
+                                      init_kwargs={"trackio": {"name": self.run.dir.name,
+                                                              "resume": "allow" if self.resumed else "never"}})
+        self.audit: list[int] = []
+        self.audit_epoch = self.epoch
+        self.task.train_mode(self.model)
+        self.t_last, self.logged_step = time.perf_counter(), self.step
+        self.micro, self.loss_sum = 0, torch.zeros((), device=accelerator.device)
+        with _StopFlag() as stop, step_progress(self.max_steps, f"train {self.run.recipe.method}",
+                                                enabled=self.is_main, every=train.log_every, start=self.step) as bar:
+            while self.step < self.max_steps and not self.stopped_early:
+                if hasattr(self.loader, "set_epoch"):
+                    self.loader.set_epoch(self.epoch)
+                skip = self.skip_batches
+                batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+                self.position = skip
+                for batch in batches:
+                    self.position += 1
+                    if self.micro_step(batch) and self.after_step(stop, bar):
+                        return
+                self.epoch, self.skip_batches, self.position = self.epoch + 1, 0, 0
 
-    with _StopFlag() as stop, step_progress(max_steps, f"train {recipe.method}", enabled=is_main,
-                                            every=train.log_every, start=step) as bar:
-        t_last, logged_step = time.perf_counter(), step
-        micro, loss_sum = 0, torch.zeros((), device=accelerator.device)
-        position = skip_batches
-        while step < max_steps and not stopped_early:
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
-            position = skip_batches
-            for batch in batches:
-                position += 1
-                if train.audit_data and epoch == audit_epoch and isinstance(batch, dict) and "index" in batch:
-                    audit.extend(int(i) for i in batch["index"])
-                task.step, task.epoch = step, epoch
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss, logs = _unpack(task.loss(model, batch) if batch is not None else None, params)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and train.clip_grad_norm is not None:
-                        accelerator.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach().float()
-                micro += 1
-                if not accelerator.sync_gradients:
-                    continue
-                scheduler.step()
-                if ema is not None:
-                    ema.update(accelerator.unwrap_model(model), step)
-                step += 1
-                mean_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()
-                loss_sum.zero_()
-                micro = 0
-                if not math.isfinite(mean_loss):
-                    last = latest_checkpoint(run.dir)
-                    raise TrainingDiverged(
-                        f"loss became {mean_loss} at step {step}; stopped without saving. Last good "
-                        f"checkpoint: {last or 'none'}. Try a lower optim.lr or set train.clip_grad_norm"
-                    )
-                last_loss = mean_loss
-                lr = scheduler.get_last_lr()[0]
-                bar.update(info=f"loss {mean_loss:.4f} lr {lr:.2e}")
-                if step % train.log_every == 0 or step == max_steps:
-                    now = time.perf_counter()
-                    record = {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
-                              "steps_per_s": (step - logged_step) / max(now - t_last, 1e-9),
-                              **{k: float(v) for k, v in (logs or {}).items()}}
-                    t_last, logged_step = now, step
-                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-                    if is_main:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps(record) + "\n")
-                if train.eval_every and step % train.eval_every == 0 and step < max_steps:
-                    result = _evaluate(task, model, accelerator, step, metrics_path, scored_ema)
-                    task.train_mode(model)
-                    stopped_early = best.update(result, step, accelerator, model, task, ema)
-                    evaluated_at = step
-                interrupted = _any_process(accelerator, stop.signal is not None)
-                if interrupted and stop.signal is not None:
-                    log.warning("received %s: saving a checkpoint at step %d", signal.Signals(stop.signal).name, step)
-                if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted or stopped_early:
-                    save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
-                                    state={"best": best.state(), "stopped_early": stopped_early,
-                                           "evaluated": evaluated_at == step})
-                if interrupted:
-                    raise TrainingInterrupted(
-                        f"interrupted at step {step}; checkpoint saved in {run.checkpoints / f'step-{step}'}. "
-                        f"Continue with the same command and --resume"
-                    )
-                if stopped_early:
-                    log.info("early stopping at step %d: %s has not improved for %d evaluations (best %s at step %d)",
-                             step, train.best_metric, train.early_stopping_patience, best.value, best.step)
-                    break
-                if step >= max_steps:
-                    break
-            else:
-                epoch, skip_batches, position = epoch + 1, 0, 0
-                continue
-            break  # max_steps reached inside the epoch
+    def micro_step(self, batch) -> bool:
+        """Forward and backward on one batch (the optimizer steps when accumulation allows). True after an
+        optimizer step."""
+        accelerator, train, task = self.accelerator, self.train_cfg, self.task
+        if train.audit_data and self.epoch == self.audit_epoch and isinstance(batch, dict) and "index" in batch:
+            self.audit.extend(int(i) for i in batch["index"])
+        task.step, task.epoch = self.step, self.epoch
+        with accelerator.accumulate(self.model):
+            with accelerator.autocast():
+                loss, self.logs = _unpack(task.loss(self.model, batch) if batch is not None else None, self.params)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and train.clip_grad_norm is not None:
+                accelerator.clip_grad_norm_(self.model.parameters(), train.clip_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.loss_sum += loss.detach().float()
+        self.micro += 1
+        return accelerator.sync_gradients
 
-    if train.audit_data:
-        shards = gather_object([audit])
-        if is_main:
-            write_json_atomic(run.dir / "audit_data.json", {"epoch": audit_epoch, "ranks": shards})
-    if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
-        save_checkpoint(run, accelerator, model, task, ema, step, epoch, position, train.keep_checkpoints,
-                        state={"best": best.state(), "stopped_early": stopped_early,
-                               "evaluated": evaluated_at == step})
-    if evaluated_at != step:  # an early stop has just evaluated this step
-        result = _evaluate(task, model, accelerator, step, metrics_path, scored_ema)
-        best.update(result, step, accelerator, model, task, ema)
+    def after_step(self, stop: _StopFlag, bar) -> bool:
+        """After an optimizer step: schedule, EMA, loss check, log, evaluate and save when due. True: stop."""
+        accelerator, train = self.accelerator, self.train_cfg
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(accelerator.unwrap_model(self.model), self.step)
+        self.step += 1
+        step = self.step
+        mean_loss = accelerator.reduce(self.loss_sum / self.micro, reduction="mean").item()
+        self.loss_sum.zero_()
+        self.micro = 0
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"loss became {mean_loss} at step {step}; stopped without saving. Last good "
+                f"checkpoint: {latest_checkpoint(self.run.dir) or 'none'}. Try a lower optim.lr or set "
+                f"train.clip_grad_norm"
+            )
+        self.last_loss = mean_loss
+        lr = self.scheduler.get_last_lr()[0]
+        bar.update(info=f"loss {mean_loss:.4f} lr {lr:.2e}")
+        if step % train.log_every == 0 or step == self.max_steps:
+            self.log_step(mean_loss, lr)
+        if train.eval_every and step % train.eval_every == 0 and step < self.max_steps:
+            self.evaluate(then_train=True)
+        interrupted = _any_process(accelerator, stop.signal is not None)
+        if interrupted and stop.signal is not None:
+            log.warning("received %s: saving a checkpoint at step %d", signal.Signals(stop.signal).name, step)
+        if (train.checkpoint_every and step % train.checkpoint_every == 0) or interrupted or self.stopped_early:
+            self.save()
+        if interrupted:
+            raise TrainingInterrupted(
+                f"interrupted at step {step}; checkpoint saved in {self.run.checkpoints / f'step-{step}'}. "
+                f"Continue with the same command and --resume"
+            )
+        if self.stopped_early:
+            log.info("early stopping at step %d: %s has not improved for %d evaluations (best %s at step %d)",
+                     step, train.best_metric, train.early_stopping_patience, self.best.value, self.best.step)
+        return self.stopped_early or step >= self.max_steps
 
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
-    if ema is not None and train.ema.export:
-        state_dict = ema.state_dict_over(state_dict)
-    unwrapped = accelerator.unwrap_model(model)
-    if ema is not None and train.ema.export:
-        unwrapped.load_state_dict(state_dict, strict=False)
-    final_dir = run.final
-    if is_main:
-        _write_folder(final_dir, lambda tmp: task.save_pretrained(unwrapped, tmp / "model", state_dict=state_dict),
-                      "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is complete: free "
-                      f"space and rerun the same command with --resume")
-    accelerator.wait_for_everyone()
-    task.finish(unwrapped, accelerator, run)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if is_main:
-        log.info("done: step %d, final weights in %s", step, final_dir)
-    return FitResult(step=step, model=unwrapped, final_dir=final_dir, last_loss=last_loss)
+    def log_step(self, mean_loss: float, lr: float) -> None:
+        """One line of metrics.jsonl (rank 0) and the trackers."""
+        now = time.perf_counter()
+        record = {"step": self.step, "epoch": self.epoch, "loss": mean_loss, "lr": lr,
+                  "steps_per_s": (self.step - self.logged_step) / max(now - self.t_last, 1e-9),
+                  **{k: float(v) for k, v in (self.logs or {}).items()}}
+        self.t_last, self.logged_step = now, self.step
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+        if self.is_main:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def evaluate(self, then_train: bool) -> None:
+        """The validation hook on the exported weights (back in train mode when training goes on); best/
+        export and the early-stopping count."""
+        result = _evaluate(self.task, self.model, self.accelerator, self.step, self.metrics_path, self.exported_ema)
+        if then_train:
+            self.task.train_mode(self.model)
+        self.stopped_early = self.best.update(result, self.step, self.accelerator, self.model, self.task, self.ema)
+        self.evaluated_at = self.step
+
+    def save(self) -> None:
+        """checkpoints/step-N with the state a resume needs."""
+        save_checkpoint(self.run, self.accelerator, self.model, self.task, self.ema, self.step, self.epoch,
+                        self.position, self.train_cfg.keep_checkpoints,
+                        state={"best": self.best.state(), "stopped_early": self.stopped_early,
+                               "evaluated": self.evaluated_at == self.step})
+
+    def finish(self) -> FitResult:
+        """The data audit, the last checkpoint and evaluation, final/ (EMA weights when exported), task.finish."""
+        from accelerate.utils import gather_object
+
+        accelerator, run, step = self.accelerator, self.run, self.step
+        if self.train_cfg.audit_data:
+            shards = gather_object([self.audit])
+            if self.is_main:
+                write_json_atomic(run.dir / "audit_data.json", {"epoch": self.audit_epoch, "ranks": shards})
+        if latest_checkpoint(run.dir) is None or not (run.checkpoints / f"step-{step}").is_dir():
+            self.save()
+        if self.evaluated_at != step:  # an early stop has just evaluated this step
+            stopped_early = self.stopped_early
+            self.evaluate(then_train=False)
+            self.stopped_early = stopped_early
+
+        accelerator.wait_for_everyone()
+        state_dict = accelerator.get_state_dict(self.model)
+        if self.exported_ema is not None:
+            state_dict = self.exported_ema.state_dict_over(state_dict)
+        unwrapped = accelerator.unwrap_model(self.model)
+        if self.exported_ema is not None:
+            unwrapped.load_state_dict(state_dict, strict=False)
+        if self.is_main:
+            _write_folder(run.final, lambda tmp: self.task.save_pretrained(unwrapped, tmp / "model",
+                                                                           state_dict=state_dict),
+                          "write the final weights", f"the checkpoint {latest_checkpoint(run.dir)} is complete: "
+                          f"free space and rerun the same command with --resume")
+        accelerator.wait_for_everyone()
+        self.task.finish(unwrapped, accelerator, run)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        if self.is_main:
+            log.info("done: step %d, final weights in %s", step, run.final)
+        return FitResult(step=step, model=unwrapped, final_dir=run.final, last_loss=self.last_loss)
 
 
 def _base_optimizer(optimizer):

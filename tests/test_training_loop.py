@@ -274,3 +274,38 @@ def test_resume_with_more_steps_keeps_the_previous_final_evaluation(tmp_path):
     rows = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], "eval" in r) for r in rows] == [(1, False), (2, False), (2, True), (3, False), (4, False),
                                                         (4, True)]
+
+
+_TRACKIO_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_training_loop import _Toy, _run
+from emocli.training import fit, make_accelerator
+
+run = _run(Path(sys.argv[1]), max_steps=3, trackers=["trackio"])
+fit(_Toy(), run, make_accelerator(run))
+"""
+
+
+def test_trackio_logs_the_run_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A subprocess: trackio reads TRACKIO_DIR once, at import. No network: HF_HUB_OFFLINE and no Space.
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", _TRACKIO_RUN, str(tmp_path), str(Path(__file__).parent)],
+                   env=env, check=True, capture_output=True, timeout=120)
+    written = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    read_back = subprocess.run(
+        [sys.executable, "-c", "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+                               "print(json.dumps(S.get_logs('toy', 'run')))"],
+        env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    logged = json.loads(read_back.strip().splitlines()[-1])
+    # Three training lines and the final evaluation (the toy's score 0.0 at step 3), value for value.
+    assert [r["step"] for r in logged] == [1, 2, 3, 3] == [r["step"] for r in written]
+    for mine, theirs in zip(written[:3], logged[:3]):
+        assert theirs["loss"] == pytest.approx(mine["loss"]) and theirs["lr"] == pytest.approx(mine["lr"])
+    assert logged[3]["eval/score"] == written[3]["eval"]["score"] == 0.0

@@ -86,7 +86,10 @@ class TrainSection(Section):
     keep_checkpoints: int = Field(2, ge=1)
     ema: Optional[EmaSection] = None
     num_workers: int = Field(0, ge=0)
-    trackers: list[Literal["tensorboard"]] = Field(default_factory=lambda: ["tensorboard"])
+    trackers: list[Literal["tensorboard", "trackio"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="tensorboard (RUN/tb) and/or trackio (local database; pip install 'emocli[trackio]', "
+                    "view with `trackio show --project RUN_NAME`)")
     # Record which sample indices each process trained on (first epoch), for auditing sharding.
     audit_data: bool = False
     # Keep the best weights by a key of the dict `TrainTask.evaluate` returns (RUN/best/model).
