@@ -19,6 +19,7 @@ import torch
 
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
+from emocli.written import publish
 
 FORMAT = "emo-emotion-space/1"
 FILENAME = "emotion_space.safetensors"
@@ -82,7 +83,7 @@ class EmotionSpace:
         if self.encoder:
             metadata["encoder"] = self.encoder
         save_file({"mean": self.mean.contiguous(), "std": self.std.contiguous()}, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        publish(tmp, path)
         return path
 
     @classmethod

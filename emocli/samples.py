@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from emocli.errors import io_failed
+from emocli.written import check_file, publish
 
 
 def write_sample(out: Path, emotion: str, name: str, image: Image.Image, params: dict) -> Path:
@@ -34,6 +35,7 @@ def write_sample(out: Path, emotion: str, name: str, image: Image.Image, params:
     path = folder / f"{name}.png"
     (folder / f"{name}.json").write_text(json.dumps(params, indent=2, sort_keys=True))
     image.save(path, format="PNG")
+    check_file(path)  # before commit() publishes it
     return path
 
 
@@ -114,10 +116,14 @@ def write_grid(out: Path, max_per_row: int = 8, cell: int | None = None) -> Path
     if cell is None:  # the images' own size, kept between 64 and 256 px
         first = next((images[0] for _, images in rows if images), None)
         cell = min(256, max(64, first.width if first else 128))
-    path = Path(out) / "grid.png"
-    tmp = path.with_name(".grid.png.tmp")
-    grid(rows, cell=cell).save(tmp, format="PNG")
-    tmp.replace(path)
+    return save_png(grid(rows, cell=cell), Path(out) / "grid.png")
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    """Write `image` beside `path`, check it and rename it in: a full disk never leaves half a picture."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    publish(tmp, path)
     return path
 
 
@@ -154,8 +160,5 @@ def write_prompt_grid(out: Path, max_rows: int = 8, max_per_row: int = 8) -> Pat
             images.append(Image.open(png))
     first = next((images[0] for images in rows.values() if images), None)
     cell = min(256, max(64, first.width if first else 128))
-    path = Path(out) / "grid.png"
-    tmp = path.with_name(".grid.png.tmp")
-    grid([(p[:36], images) for p, images in rows.items()], cell=cell, label_width=220).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return save_png(grid([(p[:36], images) for p, images in rows.items()], cell=cell, label_width=220),
+                    Path(out) / "grid.png")

@@ -25,6 +25,7 @@ import torch
 from emocli.errors import EmoError, io_failed
 from emocli.progress import setup_logging, step_progress
 from emocli.runs import Run, latest_checkpoint, list_checkpoints, write_json_atomic
+from emocli.written import check_tree
 
 log = logging.getLogger("emocli")
 
@@ -559,6 +560,7 @@ def _write_folder(dest: Path, write, doing: str, hint: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write(tmp)
+        check_tree(tmp)
         shutil.rmtree(dest, ignore_errors=True)
         tmp.replace(dest)
     except Exception as e:
@@ -625,6 +627,7 @@ def _write_checkpoint(run, accelerator, model, task, ema, step, epoch, position,
             "num_processes": accelerator.num_processes, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **(state or {}),
         })
+        check_tree(tmp)  # every rank's files, as the rename publishes them all
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)
         for _, old in list_checkpoints(run.dir)[:-keep]:

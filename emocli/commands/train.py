@@ -50,16 +50,9 @@ def load_for_command(method_name: str, args: list[str], num_processes=None, acce
 def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     """Prepare the run directory, then run in-process or through `accelerate launch`."""
     from emocli.errors import EmoError
-    from emocli.launch import (
-        launch_command,
-        needs_launcher,
-        prebuild_deepspeed_cpu_ops,
-        run_launched,
-        uses_deepspeed,
-        write_accelerate_config,
-    )
+    from emocli.launch import launch_command, needs_launcher
     from emocli.recipes.load import dump_recipe
-    from emocli.runs import prepare_run, record_launch, resolve_output_dir
+    from emocli.runs import prepare_run, resolve_output_dir, run_lock
 
     argv = ["emo", *sys.argv[1:]]
     launched = needs_launcher(recipe)
@@ -77,9 +70,28 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
     if recipe.launch.machine_rank > 0:
         from emocli.launch import wait_for_run
 
-        run = wait_for_run(recipe, resume)  # machine 0 prepares the (shared) run directory
-    else:
-        run = prepare_run(recipe, argv, resume=resume)
+        run = wait_for_run(recipe, resume)  # machine 0 prepares the (shared) run directory and holds its lock
+        _run(recipe, run, resume, launched)
+        return
+    run_dir = resolve_output_dir(recipe)
+    if resume and not run_dir.is_dir():
+        raise EmoError(f"--resume: run directory {run_dir} does not exist")
+    with run_lock(run_dir):  # for the run's life: a second launch into run_dir is refused
+        _run(recipe, prepare_run(recipe, argv, resume=resume), resume, launched)
+
+
+def _run(recipe, run, resume: bool, launched: bool) -> None:
+    """Run in-process or through `accelerate launch` (the caller holds the run directory's lock)."""
+    from emocli.errors import EmoError
+    from emocli.launch import (
+        launch_command,
+        prebuild_deepspeed_cpu_ops,
+        run_launched,
+        uses_deepspeed,
+        write_accelerate_config,
+    )
+    from emocli.runs import record_launch
+
     if launched:
         config = write_accelerate_config(recipe, run.dir)
         cmd = launch_command(recipe, run.dir, resume, config)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from emocli.errors import EmoError
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -62,7 +63,7 @@ def digest(obj, n: int = 12) -> str:
 def _write_atomic_bytes(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     writer(tmp)
-    tmp.replace(path)
+    publish(tmp, path)
 
 
 class FeatureCache:

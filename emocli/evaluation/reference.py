@@ -27,6 +27,7 @@ import torch
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 from emocli.evaluation.cache import digest, image_key
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -163,7 +164,7 @@ def reference_stats(images_by_emotion: Mapping[str, list[str]], extractors: Mapp
             directory = Path(status[name]["dir"])
             directory.mkdir(parents=True, exist_ok=True)
             tmp = acc[name].save(directory / f".{emotion}-{fingerprint}.{os.getpid()}.tmp.npz")
-            tmp.replace(directory / f"{emotion}-{fingerprint}.npz")
+            publish(tmp, directory / f"{emotion}-{fingerprint}.npz")
             (directory / "identity.json").write_text(json.dumps(extractors[name].identity, indent=2, default=str))
             stats[name][emotion] = acc[name]
             status[name]["computed"].append(emotion)

@@ -35,8 +35,9 @@ from emocli.methods.emogen.injection import add_placeholders, encode_with_vector
 from emocli.methods.emogen.mapper import Mapper
 from emocli.methods.emogen.sample import RUN_CONFIG, EmoGenSampler, load_sd_pipeline
 from emocli.runs import Run, write_json_atomic
-from emocli.samples import grid
+from emocli.samples import grid, save_png
 from emocli.training import TrainTask, fit, make_accelerator
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -311,7 +312,7 @@ class EmoGenTask(TrainTask):
                 tensors["latents"] = latents.contiguous()
             tmp = cache.with_name(".tmp-" + cache.name)
             save_file(tensors, str(tmp))
-            tmp.replace(cache)
+            publish(tmp, cache)
         return vectors, latents
 
     # -- the training step --
@@ -375,7 +376,7 @@ class EmoGenTask(TrainTask):
             rows.append((emotion, images))
         path = self.run.dir / "samples" / f"step-{step:06d}.png"
         path.parent.mkdir(exist_ok=True)
-        grid(rows).save(path)
+        save_png(grid(rows), path)
         log.info("validation images: %s", path)
         return None
 

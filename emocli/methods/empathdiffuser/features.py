@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from emocli.errors import EmoError
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -208,7 +209,7 @@ class FeatureTable:
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
                 path.with_suffix(".json").write_text(json.dumps({"identity": identity, "faces": stored_faces,
                                                                   "texts": stored_texts}))
-                tmp.replace(path)
+                publish(tmp, path)
             log.info("features: %d new faces, %d new texts encoded -> %s", len(new_faces), len(new_texts), path)
         else:
             log.info("features of %d faces and %d texts read from %s", len(faces), len(texts), path)

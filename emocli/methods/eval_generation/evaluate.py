@@ -32,6 +32,7 @@ import torch
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 from emocli.runs import Run
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -203,7 +204,7 @@ def lpips_scores(generated: dict[str, list[Path]], model, pairs_per_emotion: int
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.tmp")
         tmp.write_text(json.dumps({"identity": identity, "pairs": table}))
-        tmp.replace(file)
+        publish(tmp, file)
     per_emotion, counts_e, values_all, skipped, pair_values = {}, {}, [], [], {}
     for e, ps in pairs.items():
         if not ps:

@@ -37,6 +37,7 @@ from pathlib import Path
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 from emocli.runs import Run, write_json_atomic
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -304,7 +305,7 @@ def write_questions(path, examples: Sequence[dict]) -> None:
     with tmp.open("w", encoding="utf-8") as f:
         for e in examples:
             f.write(json.dumps(e, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    publish(tmp, path)
 
 
 def questions_of(source: str, split: str) -> Path:

@@ -33,6 +33,7 @@ from pathlib import Path
 from emocli.emotions import EMOSET
 from emocli.errors import EmoError
 from emocli.runs import Run, write_json_atomic
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -628,6 +629,6 @@ def export(trainer, processor, run: Run, recipe, main_process: bool, moved: dict
         })
         if final.exists():
             shutil.rmtree(final)
-        tmp.replace(final)
+        publish(tmp, final)
         log.info("final model: %s", final / "model")
     args.distributed_state.wait_for_everyone()

@@ -28,6 +28,7 @@ from emocli.errors import EmoError
 from emocli.hub import load_pretrained, quiet_loading
 from emocli.runs import Run, latest_checkpoint, write_json_atomic
 from emocli.training import TrainTask, fit, make_accelerator, weight_dtype
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -126,7 +127,7 @@ class _Cache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(".tmp-" + self.path.name)
         np.save(tmp, array, allow_pickle=False)
-        tmp.replace(self.path)
+        publish(tmp, self.path)
         write_json_atomic(self.meta, self.key)
 
 
@@ -341,7 +342,7 @@ class LdmTask(TrainTask):
     def evaluate(self, model, accelerator, step):
         if not accelerator.is_main_process:
             return None
-        from emocli.samples import grid
+        from emocli.samples import grid, save_png
 
         v = self.recipe.validation
         pipe = self.pipeline(accelerator.unwrap_model(model))
@@ -356,7 +357,7 @@ class LdmTask(TrainTask):
         picture = grid(rows, cell=max(64, min(256, rows[0][1][0].width)), label_width=240)
         path = self.run.dir / "samples" / f"step-{step:06d}.png"
         path.parent.mkdir(exist_ok=True)
-        picture.save(path)
+        save_png(picture, path)
         try:
             writer = accelerator.get_tracker("tensorboard", unwrap=True)
             writer.add_image("validation", np.asarray(picture), step, dataformats="HWC")
@@ -434,7 +435,7 @@ def write_pipeline(task: LdmTask, unet, directory: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     shutil.rmtree(directory, ignore_errors=True)
-    tmp.replace(directory)
+    publish(tmp, directory)
 
 
 def main(run: Run, resume: bool = False) -> None:

@@ -26,6 +26,7 @@ from emocli.errors import EmoError
 from emocli.methods.sevlm.model import SevlmPipeline, build_pipeline, encode_images, image_to_tensor
 from emocli.runs import Run, write_json_atomic
 from emocli.training import TrainTask, fit, make_accelerator
+from emocli.written import publish
 
 log = logging.getLogger("emocli")
 
@@ -192,7 +193,7 @@ class SevlmTask(TrainTask):
         self.save_pretrained(model, tmp / "model")
         write_json_atomic(tmp / "best.json", {"metric": "bleu4", "mode": "max", "value": value, "step": step})
         shutil.rmtree(target, ignore_errors=True)
-        tmp.replace(target)
+        publish(tmp, target)
 
     def save_pretrained(self, model, directory, state_dict=None):
         SevlmPipeline.save_pretrained(Path(directory), model, self.vision, self.pipeline.tokenizer, state_dict)
