@@ -80,6 +80,9 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
         run = wait_for_run(recipe, resume)  # machine 0 prepares the (shared) run directory
     else:
         run = prepare_run(recipe, argv, resume=resume)
+    from emocli import console
+
+    console.attach(run.dir / "log.txt")  # the library messages of this process (emocli/console.py)
     if launched:
         config = write_accelerate_config(recipe, run.dir)
         cmd = launch_command(recipe, run.dir, resume, config)
