@@ -38,6 +38,7 @@ class _Sink:
         self.pending: list[logging.LogRecord] = []
         self.count = 0
         self.handler: logging.Handler | None = None
+        self.fixed = False  # `emo --log-file`: the user's file wins over a run's log.txt
 
     def take(self, record: logging.LogRecord) -> None:
         if not self.main:
@@ -49,8 +50,11 @@ class _Sink:
             self.handler.handle(record)
 
     def attach(self, path) -> None:
-        if not self.main or self.path is not None:
+        """Later messages go to `path` (one process may make several runs: `emo quickstart`)."""
+        if not self.main or (self.path is not None and self.path.resolve() == Path(path).resolve()):
             return
+        if self.handler is not None:
+            self.handler.close()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.path, encoding="utf-8")
@@ -110,11 +114,12 @@ def start(verbose: bool = False, log_file: str | os.PathLike | None = None) -> N
         os.environ["EMO_VERBOSE"] = "1"  # launched workers show them too
     SINK.verbose = verbose
     SINK.main = os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
-    if log_file is not None:
-        attach(log_file)
     if _started:
         return
     _started = True
+    if log_file is not None:
+        SINK.attach(log_file)
+        SINK.fixed = True
     logging.setLoggerClass(_RoutedLogger)
     for name, existing in list(logging.Logger.manager.loggerDict.items()):  # made before start()
         if isinstance(existing, logging.Logger) and _is_library(name) and name != "py.warnings":
@@ -128,5 +133,7 @@ def start(verbose: bool = False, log_file: str | os.PathLike | None = None) -> N
 
 
 def attach(path) -> None:
-    """Write the routed messages (those so far and all later ones) to `path`: a run's log.txt."""
-    SINK.attach(path)
+    """Write the routed messages (those so far and all later ones) to `path`: a run's log.txt.
+    Nothing happens unless `start()` ran (library code called from tests or notebooks is left alone)."""
+    if _started and not SINK.fixed:
+        SINK.attach(path)
