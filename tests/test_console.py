@@ -66,3 +66,15 @@ def test_a_real_command_prints_no_library_line(tmp_path):
         assert record.split("] ", 1)[-1][:60] not in done.stderr
     count = len(re.findall(r"^\d{4}-\d\d-\d\d ", "\n".join(records), re.M))
     assert (f"{count} library message" in done.stderr) == (count > 0)
+
+
+def test_a_run_keeps_them_in_its_log_txt(emoset_prepared, tmp_path):
+    out = tmp_path / "run"
+    done = run_emo("train", "emotion-encoder", "tiny/emotion-encoder", f"data.prepared={emoset_prepared}",
+                   f"run.output_dir={out}", "train.epochs=1")
+    assert done.returncode == 0, done.stderr
+    routed = [ln for ln in (out / "log.txt").read_text().splitlines() if re.match(r"^\S+ \S+ \w+ \[(?!emocli)", ln)]
+    for line in routed:
+        assert line.split("] ", 1)[-1][:60] not in done.stderr
+    if routed:  # on a CPU machine at least DeepSpeed's accelerator notice
+        assert f"{len(routed)} library message{'s' if len(routed) != 1 else ''} in {out / 'log.txt'}" in done.stderr
