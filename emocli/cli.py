@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -43,9 +44,16 @@ def root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show library warnings and load reports (by default "
+                                                          "they go to the run's log.txt or --log-file)."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH",
+                                            help="Where library messages go for a command without a run."),
 ):
     if debug:
         os.environ["EMO_DEBUG"] = "1"
+    from emocli import console
+
+    console.start(verbose=verbose, log_file=log_file)
 
 
 def main() -> None:

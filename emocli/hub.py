@@ -80,7 +80,10 @@ def load_pretrained(loader, name_or_path: str, recipe_key: str, what: str = "wei
     path = Path(name).expanduser()
     if is_local_path(name):
         if not path.exists():
-            raise EmoError(f"{what} folder {str(path)!r} does not exist (recipe key {recipe_key})")
+            from emocli.preflight import how_to_make
+
+            raise EmoError(f"{what} folder {str(path)!r} does not exist (recipe key {recipe_key})"
+                           f"{how_to_make(path)}")
         if path.is_dir() and not _looks_like_model(path):
             raise EmoError(f"{what} folder {str(path)!r} is not a model folder: none of {', '.join(MODEL_FILES[:4])}, "
                            f"... or *.safetensors in it (recipe key {recipe_key}; expected what save_pretrained "

@@ -29,6 +29,9 @@ Every check is a plain function that returns quietly (or what it read) when the 
                                               PreparedEmoSet
     emoset_source(path, splits, key)          a prepared folder or an EmoSet release folder with those splits
     train_checks(recipe)                      the checks every `fit`-based recipe shares (precision, trackers)
+    how_to_make(path)                         "; make it with `emo ...`" for a missing path that an `emo`
+                                              command writes (tiny models, tiny metric weights, the
+                                              synthetic VAD lexicon), else ""
 
 Imports only the standard library at module level; torch is imported by `precision`/`device` when needed.
 """
@@ -46,6 +49,27 @@ from emocli.errors import EmoError
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+_TINY_KINDS = ("sd", "clip", "resnet", "gpt2", "vlm", "unidiffuser")  # `emo models make-tiny --only`
+
+
+def how_to_make(value) -> str:
+    """The command that writes a missing path, as a "; make it with `...`" suffix ("" when none does).
+
+    A newcomer following a tiny recipe meets these first: its defaults point at `models/tiny/<kind>`,
+    `models/tiny/metrics/*.safetensors` and the synthetic ArtEmis VAD lexicon.
+    """
+    path = Path(str(value))
+    parts = path.parts
+    if path.name == "synthetic-vad-lexicon.txt":
+        return f"; make it with `emo data synth artemis --out {path.parent} --n 40`"
+    if not any("tiny" in part for part in parts):  # a real model is downloaded, not made
+        return ""
+    if path.suffix == ".safetensors" and path.parent.name == "metrics":
+        return f"; make it with `emo eval tiny-weights --out {path.parent}`"
+    for i, part in enumerate(parts[1:], start=1):
+        if part in _TINY_KINDS:
+            return f"; make it with `emo models make-tiny --out {Path(*parts[:i])} --only {part}`"
+    return ""
 
 
 def check_all(*checks: Callable[[], object]) -> None:
@@ -73,7 +97,7 @@ def model_source(value: str | None, key: str, what: str = "weights") -> None:
         return
     if _looks_like_path(str(value)):
         raise EmoError(f"{key}: {what} {str(value)!r} does not exist (a local path; a Hub id looks like "
-                       f"org/name)")
+                       f"org/name){how_to_make(value)}")
 
 
 def local_path(value: str | None, key: str, what: str = "file", kind: str = "any") -> Path | None:
@@ -82,7 +106,7 @@ def local_path(value: str | None, key: str, what: str = "file", kind: str = "any
         return None
     path = Path(str(value)).expanduser()
     if not path.exists():
-        raise EmoError(f"{key}: {what} {str(value)!r} does not exist")
+        raise EmoError(f"{key}: {what} {str(value)!r} does not exist{how_to_make(value)}")
     if kind == "file" and not path.is_file():
         raise EmoError(f"{key}: {what} {str(value)!r} is not a file")
     if kind == "folder" and not path.is_dir():

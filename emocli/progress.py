@@ -86,6 +86,9 @@ def setup_logging(run_dir=None, main_process: bool = True, debug: bool = False) 
     stream._emo = True
     log.addHandler(stream)
     if run_dir is not None:
+        from emocli import console
+
+        console.attach(str(run_dir) + "/log.txt")  # library messages (emocli/console.py) go there too
         file = logging.FileHandler(str(run_dir) + "/log.txt")
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         file._emo = True

@@ -17,7 +17,10 @@ def run_method(run_dir, resume: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emocli import console
     from emocli.errors import EmoError
+
+    console.start()  # --verbose reaches the worker as EMO_VERBOSE; log.txt is attached by setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in argv

@@ -87,3 +87,17 @@ def test_walkthrough_verbatim(name, tmp_path):
     body, _ = GUIDES[name]
     done = run_block(body, tmp_path, timeout=3600)
     assert done.returncode == 0, f"{name} walkthrough failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+WRITTEN_ELSEWHERE = "written on another branch (r3 SEVLM / EmpathDiffuser guide work); the lead drops this mark at merge"
+
+
+@pytest.mark.parametrize("guide", [
+    "emogen.md", "ldm.md", "understanding.md",
+    pytest.param("sevlm.md", marks=pytest.mark.xfail(strict=True, reason=WRITTEN_ELSEWHERE)),
+    pytest.param("empathdiffuser.md", marks=pytest.mark.xfail(strict=True, reason=WRITTEN_ELSEWHERE)),
+])
+def test_every_method_guide_starts_with_a_walkthrough(guide):
+    assert guide in GUIDES, f"docs/{guide} has no ```bash walkthrough block"
+    body, subs = GUIDES[guide]
+    assert "emo models make-tiny" in body and subs, f"docs/{guide}: tiny models and a walkthrough-short variant"

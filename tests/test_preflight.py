@@ -119,3 +119,24 @@ def test_one_data_path_a_release_folder_must_be_prepared_first(emoset_tiny, tmp_
              match="not a prepared EmoSet folder")
     with pytest.raises(EmoError, match="is an EmoSet release folder; prepare it first"):
         read_records(emoset_tiny)
+
+
+def test_a_missing_input_names_the_command_that_makes_it(tmp_path, monkeypatch):
+    """A tiny recipe run from an empty folder: each missing input's error says which `emo` command writes it."""
+    assert pf.how_to_make("models/tiny/sd/vae") == "; make it with `emo models make-tiny --out models/tiny --only sd`"
+    assert pf.how_to_make("/data/sd") == ""  # a real model is downloaded, not made
+    monkeypatch.chdir(tmp_path)
+    message = _refused(tmp_path, "tiny/emogen", match="model.pretrained")
+    for wanted in ("emo models make-tiny --out models/tiny --only sd", "--only clip",
+                   "`emo train emotion-encoder`", "emo data prepare emoset"):
+        assert wanted in message, message
+    message = _refused(tmp_path, "tiny/sevlm", match="ArtEmis")
+    for wanted in ("emo data prepare artemis", "--only gpt2",
+                   "emo data synth artemis --out data/artemis-tiny"):  # the synthetic VAD lexicon
+        assert wanted in message, message
+    message = _refused(tmp_path, "tiny/ldm", match="data.prepared")
+    assert "emo data prepare captions" in message and "--only clip" in message, message
+    (tmp_path / "samples" / "tiny" / "fear").mkdir(parents=True)
+    (tmp_path / "samples" / "tiny" / "fear" / "0.png").write_bytes(b"")
+    message = _refused(tmp_path, "tiny/eval-generation", match="models.inception")
+    assert "emo eval tiny-weights --out models/tiny/metrics" in message, message

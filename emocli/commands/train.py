@@ -82,6 +82,7 @@ def execute(recipe, resume: bool = False, dry_run: bool = False) -> None:
 
 def _run(recipe, run, resume: bool, launched: bool) -> None:
     """Run in-process or through `accelerate launch` (the caller holds the run directory's lock)."""
+    from emocli import console
     from emocli.errors import EmoError
     from emocli.launch import (
         launch_command,
@@ -92,6 +93,7 @@ def _run(recipe, run, resume: bool, launched: bool) -> None:
     )
     from emocli.runs import record_launch
 
+    console.attach(run.dir / "log.txt")  # the library messages of this process (emocli/console.py)
     if launched:
         config = write_accelerate_config(recipe, run.dir)
         cmd = launch_command(recipe, run.dir, resume, config)

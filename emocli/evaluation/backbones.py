@@ -38,7 +38,9 @@ def require_path(path, recipe_key: str, what: str) -> Path:
         raise EmoError(f"no {what} configured: set the recipe key {recipe_key} to its local path")
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise EmoError(f"{what} {str(p)!r} does not exist (recipe key {recipe_key})")
+        from emocli.preflight import how_to_make
+
+        raise EmoError(f"{what} {str(p)!r} does not exist (recipe key {recipe_key}){how_to_make(p)}")
     return p
 
 

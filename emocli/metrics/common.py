@@ -96,7 +96,10 @@ def load_state_dict_file(path, recipe_key: str, what: str) -> dict:
         raise EmoError(f"no {what} file given: set the recipe key {recipe_key} to its local path")
     path = Path(str(path)).expanduser()
     if not path.is_file():
-        raise EmoError(f"{what} file {str(path)!r} does not exist: set the recipe key {recipe_key} to its local path")
+        from emocli.preflight import how_to_make
+
+        raise EmoError(f"{what} file {str(path)!r} does not exist: set the recipe key {recipe_key} to its local path"
+                       f"{how_to_make(path)}")
     if path.suffix != ".safetensors":
         from emocli.safeload import load_weights_only
 

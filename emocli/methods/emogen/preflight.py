@@ -23,7 +23,8 @@ def preflight(recipe) -> None:
     def emotion_encoder():
         if not m.emotion_encoder:
             raise EmoError("model.emotion_encoder must name an `emo train emotion-encoder` run (or its final/model)")
-        pf.local_path(m.emotion_encoder, "model.emotion_encoder", "emotion encoder run", kind="folder")
+        pf.local_path(m.emotion_encoder, "model.emotion_encoder", "emotion encoder run (`emo train emotion-encoder`)",
+                      kind="folder")
 
     def emotion_head():
         if recipe.loss.emo_weight > 0:

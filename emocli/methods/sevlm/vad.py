@@ -26,8 +26,11 @@ def read_lexicon(path) -> dict[str, tuple[float, float, float]]:
     """{word: (v, a, d)} in [-1, 1]; a file in any other layout is a one-line error naming the line."""
     path = Path(path)
     if not path.is_file():
-        raise EmoError(f"VAD lexicon {path} does not exist; point model.vad_lexicon at NRC-VAD's "
-                       f"NRC-VAD-Lexicon.txt (or turn model.vad_fusion and model.vad_head off)")
+        from emocli.preflight import how_to_make
+
+        made = how_to_make(path)  # the synthetic lexicon of `emo data synth artemis`
+        raise EmoError(f"VAD lexicon {path} does not exist" + (made or "; point model.vad_lexicon at NRC-VAD's "
+                       "NRC-VAD-Lexicon.txt (or turn model.vad_fusion and model.vad_head off)"))
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
