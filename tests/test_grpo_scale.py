@@ -161,17 +161,17 @@ def test_misleading_suggestion_is_right_with_the_recipe_share(right):
     per_emotion = Counter(q["emotion"] for q in accepted)
     for e in EMOSET.labels:  # spread over the emotions: 40 x right each, give or take one
         assert abs(per_emotion[e] - 40 * right) <= 1
-    for q in qs:
-        if q["candidate"] != q["emotion"]:
-            assert EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"])
+    agree = sum(EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"]) for q in qs)
+    # the suggestion's polarity agrees with the truth half of the time (up to right = 1/2; above, it must leak)
+    assert abs(agree - max(len(qs) / 2, len(accepted))) <= 8
 
 
 def test_misleading_right_default_comes_from_the_recipe():
     from emocli.methods.grpo.config import GrpoDataSection
     from emocli.methods.grpo.questions import MISLEADING_RIGHT, build_questions
 
-    assert GrpoDataSection.model_fields["misleading_right"].default == MISLEADING_RIGHT == 0.25
-    assert load_recipe("grpo").data.misleading_right == 0.25
+    assert GrpoDataSection.model_fields["misleading_right"].default == MISLEADING_RIGHT == 0.125
+    assert load_recipe("grpo").data.misleading_right == 0.125
     built = build_questions({"train": _records(8)}, types=("misleading",), seed=0, misleading_right=0.5)["train"]
     assert sum(q["candidate"] == q["emotion"] for q in built) == 32
     with pytest.raises(EmoError, match="in \\[0, 1\\]"):
@@ -186,8 +186,12 @@ def test_binary_no_candidates_come_from_confusable_emotions():
     qs = binary_questions(_records(200), seed=1, confusion=confusion)
     no = {e: Counter(q["candidate"] for q in qs if q["answer"] == "no" and q["emotion"] == e) for e in EMOSET.labels}
     assert set(no["fear"]) == {"sadness", "anger"} and sum(no["fear"].values()) == 100
-    assert no["fear"]["sadness"] / 100 == pytest.approx(0.75, abs=0.1)
+    # weighted 3:1, drawn from a pool that names each emotion as often as the "yes" questions do
+    assert no["fear"]["sadness"] > 1.5 * no["fear"]["anger"]
     assert set(no["awe"]) == {"contentment"}
+    for e in EMOSET.labels:  # P(yes | named emotion) = 1/2 whatever the confusion matrix
+        c = Counter(q["answer"] for q in qs if q["candidate"] == e)
+        assert abs(c["yes"] - c["no"]) <= 1
     assert len(no["amusement"]) >= 5  # no confusion row: uniform over the other seven
     plain = binary_questions(_records(200), seed=1)
     assert len({q["candidate"] for q in plain if q["answer"] == "no" and q["emotion"] == "fear"}) == 7

@@ -65,10 +65,11 @@ class GrpoDataSection(Section):
     # null: a random other emotion of the same polarity.
     confusion: Optional[str] = None
     misleading_pick: Literal["proportional", "most_confused"] = "proportional"
-    # Share of misleading questions whose suggested emotion is the right one (answer: accept it). At 0,
-    # "always reject the suggestion" is always rewarded; at 0.25 echoing the suggestion is right only a
-    # quarter of the time, below what a model that looks at the image gets.
-    misleading_right: float = Field(0.25, ge=0, le=1)
+    # Share of misleading questions whose suggested emotion is the right one (answer: accept it). Wrong
+    # suggestions are drawn so that the suggestion's polarity matches the truth in half of the questions
+    # (possible up to 0.5). At 1/8 (the default) the suggestion is uniform and independent of the answer, so
+    # echoing it scores chance; at 0, "always reject the suggestion" is always rewarded.
+    misleading_right: float = Field(0.125, ge=0, le=0.5)
     # Keep the official train/val/test split (missing held-out splits are carved out of train);
     # false: re-split all images by `split_fractions`, stratified by emotion.
     keep_official_split: bool = True
