@@ -280,3 +280,21 @@ def test_real_recipe_smoke_full_size_qwen2_5_vl_3b_random_weights(name, tmp_path
                    "data.max_train=4", "data.max_eval=2", "model.attn_implementation=eager", timeout=7200)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "final" / "train_summary.json").read_text())["global_step"] == 2
+
+
+def test_eval_batch_rule_and_breaking_extra_keys_are_refused_before_the_run():
+    from pydantic import ValidationError
+
+    from emocli.methods.grpo.config import GrpoSection, check_generation_batch
+
+    # the review's reproduction: 4 per device, 8 generations, eval every 2 steps
+    g = GrpoSection(num_generations=8, per_device_train_batch_size=4, gradient_accumulation_steps=2, eval_every=2)
+    with pytest.raises(ValueError, match="evaluation group size 8"):
+        check_generation_batch(g, 1)
+    check_generation_batch(g.model_copy(update={"extra": {"num_generations_eval": 4}}), 1)
+    check_generation_batch(g.model_copy(update={"eval_every": None}), 1)
+    check_generation_batch(g, 2)  # 4 x 2 processes = 8
+    for key in ("remove_unused_columns", "save_only_model", "push_to_hub", "hub_model_id", "use_cpu"):
+        with pytest.raises(ValidationError, match=f"grpo.extra.{key} is refused"):
+            GrpoSection(extra={key: True})
+    GrpoSection(extra={"mask_truncated_completions": True})

@@ -147,6 +147,24 @@ class GrpoSection(Section):
     # section and the ones the run sets itself (output_dir, save_strategy, eval_strategy, ...) are refused.
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _no_breaking_extra(self):
+        for key in self.extra:
+            why = BREAKING_EXTRA.get("hub_*" if str(key).startswith("hub_") else key)
+            if why:
+                raise ValueError(f"grpo.extra.{key} is refused: {why}")
+        return self
+
+
+# grpo.extra keys that break a run or its resume, with the reason
+BREAKING_EXTRA = {
+    "remove_unused_columns": "the reward functions need every dataset column (answer, qtype, emotion, ...)",
+    "save_only_model": "checkpoints without optimizer and scheduler state cannot be resumed",
+    "push_to_hub": "runs stay local; upload the exported final/model yourself",
+    "hub_*": "runs stay local; upload the exported final/model yourself",
+    "use_cpu": "the device comes from the launch section (accelerate), not from GRPOConfig",
+}
+
 
 class GrpoRecipe(Recipe):
     method: Literal["grpo"] = "grpo"
@@ -194,6 +212,14 @@ def check_generation_batch(grpo: GrpoSection, num_processes: int) -> None:
             f"{grpo.per_device_train_batch_size} x {num_processes} processes x "
             f"{'generation_batch_size' if grpo.generation_batch_size else 'gradient_accumulation_steps'}) "
             f"must be a multiple of grpo.num_generations={grpo.num_generations}")
+    if grpo.eval_every is not None:
+        # TRL's eval rule; the run sets per_device_eval_batch_size = per_device_train_batch_size
+        group = grpo.extra.get("num_generations_eval") or grpo.num_generations
+        if per_step % group:
+            raise ValueError(f"evaluation (grpo.eval_every) needs per_device_train_batch_size x processes = "
+                             f"{per_step} to be a multiple of the evaluation group size {group} "
+                             f"(num_generations_eval or num_generations): set grpo.extra.num_generations_eval to "
+                             f"a divisor of {per_step}, or change the batch size")
 
 
 # ---------------------------------------------------------------------------------------------------
