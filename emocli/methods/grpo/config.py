@@ -62,7 +62,7 @@ class GrpoDataSection(Section):
     system_prompt: Optional[str] = None
     # The base model's confusion matrix (JSON: {true: {pred: count}}, an 8x8 list in EmoSet order, or
     # {"matrix": ..., "labels": ...} as `emo eval understanding` writes it) for misleading options;
-    # null: a random other emotion of the same polarity.
+    # null: random draws (within the polarity balance of the misleading questions).
     confusion: Optional[str] = None
     misleading_pick: Literal["proportional", "most_confused"] = "proportional"
     # Share of misleading questions whose suggested emotion is the right one (answer: accept it). Wrong

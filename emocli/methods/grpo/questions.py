@@ -262,8 +262,8 @@ def build_questions(records_by_split: Mapping[str, Iterable[Mapping]], types: Se
     `split_images`); returns {split: [example, ...]} with, per image, its questions in `types` order.
 
     confusion: the base model's confusion matrix, {true: {pred: count|prob}} or an 8x8 nested list in EMOSET
-    order, for misleading suggestions and binary "no" candidates; None: same-polarity neighbours (misleading),
-    uniform others (binary). misleading_right: share of misleading questions whose suggestion is right. instruction_format: "answer_tags"
+    order, for misleading suggestions and binary "no" candidates (within the leak-free constraints of the module
+    docstring); None: uniform draws within those constraints. misleading_right: share of misleading questions whose suggestion is right. instruction_format: "answer_tags"
     asks for only <answer>...</answer>, "think_answer" for <think>...</think> then <answer>...</answer>.
     """
     types = _check_types(types)
