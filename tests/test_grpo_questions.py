@@ -181,46 +181,70 @@ def test_multiple_choice_options_shuffled_complete_and_letters_balanced():
         assert len({q["answer"] for q in qs if q["emotion"] == emotion}) > 1
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_misleading_never_true_and_same_polarity_without_confusion(seed):
-    records = make_records(per_emotion=10, split=False)
-    qs = misleading_questions(records, seed=seed, right=0.0)
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("right", [0.0, 0.125, 0.25])
+def test_misleading_suggestion_polarity_carries_no_information(seed, right):
+    records = make_records(per_emotion=24, split=False)
+    qs = misleading_questions(records, seed=seed, right=right)
     for q in qs:
-        assert q["candidate"] != q["emotion"]
-        assert EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"])
         assert q["answer"] == q["emotion"]
         assert f"Someone says this image evokes {q['candidate']}." in q["prompt"][-1]["content"][1]["text"]
-    assert len({q["candidate"] for q in qs if q["emotion"] == "fear"}) > 1  # random neighbour
+    for emotion in EMOSET.labels:  # per true emotion: the suggestion has the true polarity half of the time
+        mine = [q for q in qs if q["emotion"] == emotion]
+        agree = sum(EMOSET.polarity(q["candidate"]) == EMOSET.polarity(emotion) for q in mine)
+        assert abs(agree - 12) <= 1, (emotion, agree)
+        assert abs(sum(q["candidate"] == emotion for q in mine) - 24 * right) <= 1
+    wrong = [q for q in qs if q["candidate"] != q["emotion"]]
+    assert len({q["candidate"] for q in wrong if q["emotion"] == "fear"}) > 3  # both polarities, several names
+    if right == 0.125:  # the suggestion is uniform: every emotion suggested 24 times in expectation
+        counts = Counter(q["candidate"] for q in qs)
+        assert set(counts) == set(EMOSET.labels) and max(counts.values()) - min(counts.values()) <= 16
+    with pytest.raises(EmoError, match="in \\[0, 1\\]"):
+        misleading_questions(records, right=-0.1)
 
 
-def test_misleading_follows_confusion_matrix():
+def test_misleading_follows_confusion_matrix_within_the_drawn_polarity():
     records = make_records(per_emotion=40, split=False)
-    confusion = {e: {e: 100} for e in EMOSET.labels}  # diagonal only -> polarity fallback
-    confusion["fear"] = {"fear": 50, "sadness": 30, "awe": 10, "anger": 0}
-    confusion["amusement"] = {"amusement": 5, "disgust": 7}  # most confused has the other polarity
+    confusion = {e: {e: 100} for e in EMOSET.labels}  # diagonal only -> random within the polarity
+    confusion["fear"] = {"fear": 50, "sadness": 30, "anger": 10, "awe": 10}
+    confusion["amusement"] = {"amusement": 5, "disgust": 7}  # wrong mass only in the other polarity
     qs = misleading_questions(records, seed=0, confusion=confusion, right=0.0)
     got = {e: Counter(q["candidate"] for q in qs if q["emotion"] == e) for e in EMOSET.labels}
-    assert set(got["fear"]) == {"sadness", "awe"}
-    assert got["fear"]["sadness"] > got["fear"]["awe"]  # proportional: 3:1 in expectation
-    assert set(got["amusement"]) == {"disgust"}
-    for e in ("awe", "anger"):  # no wrong mass -> same-polarity neighbours
-        assert all(EMOSET.polarity(c) == EMOSET.polarity(e) and c != e for c in got[e])
+    assert set(got["fear"]) == {"sadness", "anger", "awe"}  # awe: the only other-polarity mass
+    assert got["fear"]["sadness"] > got["fear"]["anger"]  # proportional: 3:1 in expectation
+    assert got["fear"]["awe"] == 20  # half the questions take the other polarity
+    assert got["amusement"]["disgust"] == 20 and sum(got["amusement"].values()) == 40
+    assert {c for c in got["amusement"] if c != "disgust"} <= {"awe", "contentment", "excitement"}
     argmax = misleading_questions(records, seed=0, confusion=confusion, pick="most_confused", right=0.0)
-    assert {q["candidate"] for q in argmax if q["emotion"] == "fear"} == {"sadness"}
+    assert Counter(q["candidate"] for q in argmax if q["emotion"] == "fear") == {"sadness": 20, "awe": 20}
     # never the true emotion, whatever the confusion says
     heavy_diag = {e: {p: (1000 if p == e else 1) for p in EMOSET.labels} for e in EMOSET.labels}
     for q in misleading_questions(records, seed=1, confusion=heavy_diag, pick="most_confused", right=0.0):
         assert q["candidate"] != q["emotion"]
 
 
+@pytest.mark.parametrize("uneven", [False, True])
+def test_binary_named_emotion_says_nothing_about_the_answer(uneven):
+    # class frequencies 12..19 (uneven): "yes iff the named emotion is frequent" must not help
+    records = make_records(per_emotion=12, split=False, uneven=uneven)
+    for seed in range(3):
+        qs = binary_questions(records, seed=seed)
+        for emotion in EMOSET.labels:
+            c = Counter(q["answer"] for q in qs if q["candidate"] == emotion)
+            assert abs(c["yes"] - c["no"]) <= 1, (emotion, c)
+        assert all((q["candidate"] == q["emotion"]) == (q["answer"] == "yes") for q in qs)
+
+
 def test_confusion_as_matrix_and_probabilities():
     matrix = [[0.0] * 8 for _ in range(8)]
     for i in range(8):
         matrix[i][i] = 0.7
-        matrix[i][(i + 3) % 8] = 0.3
+        matrix[i][(i + 4) % 8] = 0.3
     rng = random.Random(0)
-    for i, emotion in enumerate(EMOSET.labels):
-        assert misleading_option(emotion, rng, matrix) == EMOSET.labels[(i + 3) % 8]
+    for i, emotion in enumerate(EMOSET.labels):  # (i + 4) % 8 has the other polarity
+        assert misleading_option(emotion, rng, matrix, same_polarity=False) == EMOSET.labels[(i + 4) % 8]
+        same = misleading_option(emotion, rng, matrix)  # no mass there: a random one of the polarity
+        assert same != emotion and EMOSET.polarity(same) == EMOSET.polarity(emotion)
     with pytest.raises(EmoError, match="unknown EmoSet emotion"):
         misleading_option("fear", rng, {"fear": {"joy": 1}})
     with pytest.raises(EmoError, match=">= 0"):

@@ -198,11 +198,11 @@ def test_polarity_reward():
         "<answer>fear</answer>",  # misleading: accepted the suggestion -> no credit
         "<answer>disgust</answer>",  # misleading wrong, same polarity
         "<answer>joy</answer>",
-        "<answer>yes</answer>",  # binary: always 0
+        "<answer>yes</answer>",  # binary: not applicable (None, left out of TRL's logged mean)
         "<answer>no</answer>",
     ]
     rows = [MC] * 6 + [MIS] * 4 + [BINARY_YES, BINARY_NO]
-    expected = [1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.0, 0.0]
+    expected = [1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 1.0, 0.0, 0.5, 0.0, None, None]
     assert call(polarity_reward, completions, rows) == expected
     assert call(polarity_reward, [conv(c) for c in completions], rows) == expected
     assert call(make_polarity_reward(0.25), completions, rows) == [0.25 if v == 0.5 else v for v in expected]
@@ -247,10 +247,10 @@ def test_make_reward_funcs():
         make_reward_funcs({"accuracy": float("nan")})
     with pytest.raises(EmoError):
         make_reward_funcs({})
-    # every function accepts TRL's full keyword set and returns one float per completion
+    # every function accepts TRL's full keyword set and returns one float per completion (None: not applicable)
     rows = [BINARY_YES, MC, MIS]
     completions = [conv("<answer>yes</answer>"), conv("<answer>g</answer>"), conv("oops")]
     for f in make_reward_funcs({"accuracy": 1, "format": 1, "polarity": 1})[0]:
         out = call(f, completions, rows, image=[None] * 3, image_id=["a", "b", "c"], split=["train"] * 3,
                    instruction_format=["answer_tags"] * 3)
-        assert len(out) == 3 and all(isinstance(v, float) for v in out)
+        assert len(out) == 3 and all(isinstance(v, float) for v in out[f.__name__ == "polarity_reward":])

@@ -161,17 +161,17 @@ def test_misleading_suggestion_is_right_with_the_recipe_share(right):
     per_emotion = Counter(q["emotion"] for q in accepted)
     for e in EMOSET.labels:  # spread over the emotions: 40 x right each, give or take one
         assert abs(per_emotion[e] - 40 * right) <= 1
-    for q in qs:
-        if q["candidate"] != q["emotion"]:
-            assert EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"])
+    agree = sum(EMOSET.polarity(q["candidate"]) == EMOSET.polarity(q["emotion"]) for q in qs)
+    # the suggestion's polarity agrees with the truth half of the time (up to right = 1/2; above, it must leak)
+    assert abs(agree - max(len(qs) / 2, len(accepted))) <= 8
 
 
 def test_misleading_right_default_comes_from_the_recipe():
     from emocli.methods.grpo.config import GrpoDataSection
     from emocli.methods.grpo.questions import MISLEADING_RIGHT, build_questions
 
-    assert GrpoDataSection.model_fields["misleading_right"].default == MISLEADING_RIGHT == 0.25
-    assert load_recipe("grpo").data.misleading_right == 0.25
+    assert GrpoDataSection.model_fields["misleading_right"].default == MISLEADING_RIGHT == 0.125
+    assert load_recipe("grpo").data.misleading_right == 0.125
     built = build_questions({"train": _records(8)}, types=("misleading",), seed=0, misleading_right=0.5)["train"]
     assert sum(q["candidate"] == q["emotion"] for q in built) == 32
     with pytest.raises(EmoError, match="in \\[0, 1\\]"):
@@ -186,8 +186,12 @@ def test_binary_no_candidates_come_from_confusable_emotions():
     qs = binary_questions(_records(200), seed=1, confusion=confusion)
     no = {e: Counter(q["candidate"] for q in qs if q["answer"] == "no" and q["emotion"] == e) for e in EMOSET.labels}
     assert set(no["fear"]) == {"sadness", "anger"} and sum(no["fear"].values()) == 100
-    assert no["fear"]["sadness"] / 100 == pytest.approx(0.75, abs=0.1)
+    # weighted 3:1, drawn from a pool that names each emotion as often as the "yes" questions do
+    assert no["fear"]["sadness"] > 1.5 * no["fear"]["anger"]
     assert set(no["awe"]) == {"contentment"}
+    for e in EMOSET.labels:  # P(yes | named emotion) = 1/2 whatever the confusion matrix
+        c = Counter(q["answer"] for q in qs if q["candidate"] == e)
+        assert abs(c["yes"] - c["no"]) <= 1
     assert len(no["amusement"]) >= 5  # no confusion row: uniform over the other seven
     plain = binary_questions(_records(200), seed=1)
     assert len({q["candidate"] for q in plain if q["answer"] == "no" and q["emotion"] == "fear"}) == 7
@@ -276,3 +280,21 @@ def test_real_recipe_smoke_full_size_qwen2_5_vl_3b_random_weights(name, tmp_path
                    "data.max_train=4", "data.max_eval=2", "model.attn_implementation=eager", timeout=7200)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "final" / "train_summary.json").read_text())["global_step"] == 2
+
+
+def test_eval_batch_rule_and_breaking_extra_keys_are_refused_before_the_run():
+    from pydantic import ValidationError
+
+    from emocli.methods.grpo.config import GrpoSection, check_generation_batch
+
+    # the review's reproduction: 4 per device, 8 generations, eval every 2 steps
+    g = GrpoSection(num_generations=8, per_device_train_batch_size=4, gradient_accumulation_steps=2, eval_every=2)
+    with pytest.raises(ValueError, match="evaluation group size 8"):
+        check_generation_batch(g, 1)
+    check_generation_batch(g.model_copy(update={"extra": {"num_generations_eval": 4}}), 1)
+    check_generation_batch(g.model_copy(update={"eval_every": None}), 1)
+    check_generation_batch(g, 2)  # 4 x 2 processes = 8
+    for key in ("remove_unused_columns", "save_only_model", "push_to_hub", "hub_model_id", "use_cpu"):
+        with pytest.raises(ValidationError, match=f"grpo.extra.{key} is refused"):
+            GrpoSection(extra={key: True})
+    GrpoSection(extra={"mask_truncated_completions": True})

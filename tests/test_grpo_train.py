@@ -202,6 +202,10 @@ def test_eval_understanding_base_vs_tuned_on_the_run_test_questions(tiny, run2):
     report = (out / "report.md").read_text()
     assert "| metric | base | tuned | tuned - base |" in report and "8-class macro-F1" in report
     assert "confusion_base.png" in report and "confusion_tuned.png" in report
+    # text-only baselines in every report, scored like the models
+    assert set(metrics["blind"]) == {"echo", "polarity", "class_prior", "constant"}
+    assert set(metrics["blind"]["echo"]["accuracy"]) == {"binary", "multiple_choice", "misleading", "all"}
+    assert "Blind baselines" in report and "| metric | echo | polarity | class prior | constant |" in report
     html = (out / "report.html").read_text()  # the shared report module: HTML with the plots embedded
     assert "tuned - base" in html and "data:image/png;base64," in html
 
@@ -232,8 +236,9 @@ def test_score_on_hand_written_replies():
     assert ec["confusion"]["matrix"][EMOSET.index("anger")][EMOSET.index("fear")] == 1
     assert ec["per_class_f1"]["fear"] == pytest.approx(4 / 11)  # precision 2/9 (7 others said fear), recall 1
     assert m["format"] == pytest.approx((16 + 8 + 16) / 48)
-    # misleading candidates share the true polarity: all polarity-right; MC: 8 right + fear on negatives
-    assert m["polarity"] == pytest.approx((8 + 4 + 16) / 32)
+    # half the misleading suggestions have the true polarity (leak-free questions); MC: 8 right + fear on negatives
+    assert m["polarity_types"] == ["multiple_choice", "misleading"]
+    assert m["polarity"] == pytest.approx((8 + 4 + 8) / 32)
 
 
 def _real_settings(name: str) -> list[str]:

@@ -62,13 +62,14 @@ class GrpoDataSection(Section):
     system_prompt: Optional[str] = None
     # The base model's confusion matrix (JSON: {true: {pred: count}}, an 8x8 list in EmoSet order, or
     # {"matrix": ..., "labels": ...} as `emo eval understanding` writes it) for misleading options;
-    # null: a random other emotion of the same polarity.
+    # null: random draws (within the polarity balance of the misleading questions).
     confusion: Optional[str] = None
     misleading_pick: Literal["proportional", "most_confused"] = "proportional"
-    # Share of misleading questions whose suggested emotion is the right one (answer: accept it). At 0,
-    # "always reject the suggestion" is always rewarded; at 0.25 echoing the suggestion is right only a
-    # quarter of the time, below what a model that looks at the image gets.
-    misleading_right: float = Field(0.25, ge=0, le=1)
+    # Share of misleading questions whose suggested emotion is the right one (answer: accept it). Wrong
+    # suggestions are drawn so that the suggestion's polarity matches the truth in half of the questions
+    # (possible up to 0.5). At 1/8 (the default) the suggestion is uniform and independent of the answer, so
+    # echoing it scores chance; at 0, "always reject the suggestion" is always rewarded.
+    misleading_right: float = Field(0.125, ge=0, le=0.5)
     # Keep the official train/val/test split (missing held-out splits are carved out of train);
     # false: re-split all images by `split_fractions`, stratified by emotion.
     keep_official_split: bool = True
@@ -146,6 +147,24 @@ class GrpoSection(Section):
     # section and the ones the run sets itself (output_dir, save_strategy, eval_strategy, ...) are refused.
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _no_breaking_extra(self):
+        for key in self.extra:
+            why = BREAKING_EXTRA.get("hub_*" if str(key).startswith("hub_") else key)
+            if why:
+                raise ValueError(f"grpo.extra.{key} is refused: {why}")
+        return self
+
+
+# grpo.extra keys that break a run or its resume, with the reason
+BREAKING_EXTRA = {
+    "remove_unused_columns": "the reward functions need every dataset column (answer, qtype, emotion, ...)",
+    "save_only_model": "checkpoints without optimizer and scheduler state cannot be resumed",
+    "push_to_hub": "runs stay local; upload the exported final/model yourself",
+    "hub_*": "runs stay local; upload the exported final/model yourself",
+    "use_cpu": "the device comes from the launch section (accelerate), not from GRPOConfig",
+}
+
 
 class GrpoRecipe(Recipe):
     method: Literal["grpo"] = "grpo"
@@ -193,6 +212,14 @@ def check_generation_batch(grpo: GrpoSection, num_processes: int) -> None:
             f"{grpo.per_device_train_batch_size} x {num_processes} processes x "
             f"{'generation_batch_size' if grpo.generation_batch_size else 'gradient_accumulation_steps'}) "
             f"must be a multiple of grpo.num_generations={grpo.num_generations}")
+    if grpo.eval_every is not None:
+        # TRL's eval rule; the run sets per_device_eval_batch_size = per_device_train_batch_size
+        group = grpo.extra.get("num_generations_eval") or grpo.num_generations
+        if per_step % group:
+            raise ValueError(f"evaluation (grpo.eval_every) needs per_device_train_batch_size x processes = "
+                             f"{per_step} to be a multiple of the evaluation group size {group} "
+                             f"(num_generations_eval or num_generations): set grpo.extra.num_generations_eval to "
+                             f"a divisor of {per_step}, or change the batch size")
 
 
 # ---------------------------------------------------------------------------------------------------

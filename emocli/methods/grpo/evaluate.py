@@ -15,7 +15,9 @@ eight_class         multiple-choice replies mapped to an emotion (`rewards.answe
                     is one, else the whole reply). Accuracy and macro-F1 over the 8 EmoSet classes; a reply
                     that names no emotion counts as wrong (column "no answer" of the confusion matrix).
 polarity            share of multiple-choice and misleading questions whose reply names an emotion of the
-                    true polarity (positive / negative); no emotion counts as wrong.
+                    true polarity (positive / negative); no emotion counts as wrong. Misleading questions
+                    whose suggestion gives the polarity away (older questions files) are left out.
+blind               the same scores for text-only policies (`emocli.methods.grpo.blind`), in every report.
 binary_yes_rate     share of "yes" among binary replies (the gold answers are half yes, half no).
 misleading_accepted share of misleading questions with a wrong suggestion answered with it.
 
@@ -185,7 +187,8 @@ def answer_questions(model, processor, examples: Sequence[dict], batch_size: int
         inputs = _inputs(model, processor, [_conversation(e) for e in batch])
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
+                                 repetition_penalty=1.0)  # greedy means greedy: no penalty from the model's config
         new = out[:, inputs["input_ids"].shape[1]:]
         texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     return texts
@@ -364,8 +367,10 @@ def score(examples: Sequence[dict], texts: Sequence[str]) -> dict:
             "confusion": {"labels": list(EMOSET.labels), "matrix": cm[:, :no_answer].tolist(),
                           "no_answer": cm[:, no_answer].tolist()},
         }
-    emo_q = [i for i, e in enumerate(examples) if e["qtype"] in ("multiple_choice", "misleading")]
+    types = polarity_types(examples)
+    emo_q = [i for i, e in enumerate(examples) if e["qtype"] in types]
     if emo_q:
+        out["polarity_types"] = list(types)
         out["polarity"] = _mean([
             float(predicted[i] is not None and EMOSET.polarity(predicted[i]) == EMOSET.polarity(examples[i]["emotion"]))
             for i in emo_q])
@@ -377,6 +382,30 @@ def score(examples: Sequence[dict], texts: Sequence[str]) -> dict:
     if mis:
         out["misleading_accepted"] = _mean([float(predicted[i] is not None and predicted[i] == examples[i]["candidate"])
                                             for i in mis])
+    return out
+
+
+def polarity_types(examples: Sequence[dict]) -> tuple[str, ...]:
+    """Question types the polarity metric covers: multiple choice, and misleading only where the suggestion's
+    polarity says nothing about the truth (it agrees in 40-60% of the questions; questions built before the
+    leak-free design agree in all of them, and a text-only policy would get the polarity right every time)."""
+    mis = [e for e in examples if e["qtype"] == "misleading" and e.get("candidate") in EMOSET.labels]
+    agree = _mean([float(EMOSET.polarity(e["candidate"]) == EMOSET.polarity(e["emotion"])) for e in mis])
+    if mis and not 0.4 <= agree <= 0.6:
+        log.warning("the misleading suggestions have the true polarity in %.0f%% of the questions: the polarity "
+                    "metric leaves them out (the text alone gives it)", 100 * agree)
+        return ("multiple_choice",)
+    return ("multiple_choice", "misleading")
+
+
+def blind_scores(examples: Sequence[dict]) -> dict:
+    """{policy: score(...)} of the text-only policies of `emocli.methods.grpo.blind` on `examples`."""
+    from emocli.methods.grpo.blind import POLICIES, blind_replies
+
+    out = {}
+    for policy in POLICIES:
+        metrics = score(examples, blind_replies(examples, policy))
+        out[policy] = {k: metrics[k] for k in ("accuracy", "polarity") if k in metrics}
     return out
 
 
@@ -445,14 +474,22 @@ def write_report(result: dict, out_dir: Path) -> None:
                           first_column="emotion")
         for emotion in EMOSET.labels:
             f1.add(Row(emotion, {m: _number((per_class[m] or {}).get(emotion)) for m in models}))
+    blind = result.get("blind")
+    if blind:
+        table = report.table("Blind baselines (text only, no image; same rewards and metrics)",
+                             [Column(p, p.replace("_", " ")) for p in blind], first_column="metric")
+        for metric in dict.fromkeys(k for p in blind for k, _ in _rows(blind[p])):
+            table.add(Row(metric, {p: _number(dict(_rows(blind[p])).get(metric)) for p in blind}))
     for name in models:
         plot = result["models"][name].get("plot")
         if plot:
             report.plot(f"Confusion matrix, {name} (multiple-choice questions, rows: true emotion)", out_dir / plot)
     report.section("Conventions", paragraphs=[
         "Accuracy follows the reward's rule (the answer inside `<answer>` tags); the 8-class scores take the "
-        "emotion a multiple-choice reply names, with or without tags. Polarity: multiple-choice and misleading "
-        "replies naming an emotion of the true polarity."])
+        "emotion a multiple-choice reply names, with or without tags. Polarity: replies naming an emotion of the "
+        "true polarity, over multiple-choice questions and misleading ones whose suggestion does not give the "
+        "polarity away. The blind baselines answer from the question text alone (emocli.methods.grpo.blind): "
+        "what a model scores above them is what the image adds."])
     report.write(out_dir, metrics=result)
 
 
@@ -540,6 +577,7 @@ def main(run: Run, resume: bool = False) -> None:
     }
     log.info("evaluating %d questions (%s) from %s", len(examples),
              ", ".join(f"{k} {v}" for k, v in by_type.items()), source)
+    result["blind"] = blind_scores(examples)
     for name in ("base", "tuned"):
         spec = getattr(recipe.models, name)
         if spec is not None:

@@ -32,9 +32,12 @@ Question types
 --------------
 binary           "Does this image evoke <X>? Answer yes or no."  Within a split, exactly half of the
                  questions (|yes - no| <= 1, also within each emotion) ask about the true emotion (gold "yes");
-                 the others ask about a different emotion (gold "no"): drawn from the confusion matrix's wrong
-                 mass for the true emotion when one is given (the emotions the base model mixes it up with),
-                 else uniformly from the other seven.
+                 the others ask about a different emotion (gold "no"). The "no" names are drawn from a pool
+                 holding each emotion as often as the "yes" questions name it, so every emotion is named in
+                 as many "no" as "yes" questions (give or take one): P(yes | named emotion) = 1/2, and "yes iff
+                 the named emotion is frequent" is at chance. With a confusion matrix, a "no" name is drawn
+                 from the pool weighted by the true emotion's wrong mass (the emotions the base model mixes
+                 it up with); without one, uniformly from the pool.
 multiple_choice  the 8 emotions as options A..H in a per-question shuffled order; gold = the letter of the
                  true emotion. The gold letters are balanced over a split: every block of 8 questions uses
                  each letter exactly once, so letter counts differ by at most 1.
@@ -42,13 +45,18 @@ misleading       "Someone says this image evokes <Y>. Is that right? If it is, a
                  with the emotion the image actually evokes." followed by the 8 emotions. The gold answer is
                  always the true emotion name. In a share `right` of the questions (floor or ceil of right x n
                  per split, evenly spread over the emotions) Y is the true emotion, so accepting it is right;
-                 otherwise Y is a wrong, easily-confused emotion and echoing it is wrong. With right = 0,
-                 "always reject the suggestion" would be rewarded every time (the mirror of the original
-                 code's always-"yes" target). A wrong Y comes from the base model's confusion matrix when one
-                 is given (`confusion[true][pred]`, counts or probabilities): "proportional" (default)
-                 samples Y among the wrong emotions with probability proportional to their confusion mass,
-                 "most_confused" takes the largest (seeded tie-break). A true emotion whose row has no wrong
-                 mass, or no confusion at all, falls back to a random other emotion of the same polarity.
+                 otherwise Y is wrong and echoing it is wrong. The suggestion must carry no shortcut: a wrong Y
+                 has the true emotion's polarity in a share (1/2 - right) / (1 - right) of the wrong
+                 questions (spread like `right`) and the other polarity otherwise, so Y's polarity agrees with
+                 the truth in half of all questions, for every emotion: "answer an emotion of the
+                 suggestion's polarity" is at chance. With right = 1/8 (the default) and no confusion
+                 matrix Y is uniform over the 8 emotions and independent of the answer, so echoing it also
+                 scores chance (1/8). With right = 0, "always reject the suggestion" would be rewarded every
+                 time (the mirror of the original code's always-"yes" target). Within the chosen polarity a
+                 wrong Y comes from the base model's confusion matrix when one is given (`confusion[true][pred]`,
+                 counts or probabilities): "proportional" (default) samples among those wrong emotions with
+                 probability proportional to their confusion mass, "most_confused" takes the largest (seeded
+                 tie-break); a row without such mass, or no confusion at all, gives a random one.
 
 Everything is deterministic given `seed`: per-question draws use a `random.Random` seeded with a string of
 (seed, question type, image id); split-level balancing uses (seed, question type[, split]) and does not
@@ -60,6 +68,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from emocli.emotions import EMOSET
@@ -72,7 +81,7 @@ QTYPES = ("binary", "multiple_choice", "misleading")
 INSTRUCTION_FORMATS = ("answer_tags", "think_answer")
 MISLEADING_PICKS = ("proportional", "most_confused")
 # Default share of misleading questions whose suggestion is right (recipe key data.misleading_right).
-MISLEADING_RIGHT = 0.25
+MISLEADING_RIGHT = 0.125
 LETTERS = "ABCDEFGH"
 EXAMPLE_KEYS = ("prompt", "image", "answer", "qtype", "emotion", "image_id", "split", "candidate", "options",
                 "instruction_format")
@@ -253,8 +262,8 @@ def build_questions(records_by_split: Mapping[str, Iterable[Mapping]], types: Se
     `split_images`); returns {split: [example, ...]} with, per image, its questions in `types` order.
 
     confusion: the base model's confusion matrix, {true: {pred: count|prob}} or an 8x8 nested list in EMOSET
-    order, for misleading suggestions and binary "no" candidates; None: same-polarity neighbours (misleading),
-    uniform others (binary). misleading_right: share of misleading questions whose suggestion is right. instruction_format: "answer_tags"
+    order, for misleading suggestions and binary "no" candidates (within the leak-free constraints of the module
+    docstring); None: uniform draws within those constraints. misleading_right: share of misleading questions whose suggestion is right. instruction_format: "answer_tags"
     asks for only <answer>...</answer>, "think_answer" for <think>...</think> then <answer>...</answer>.
     """
     types = _check_types(types)
@@ -297,19 +306,57 @@ def binary_questions(records: Sequence[Mapping], seed: int = 0, instruction_form
     first_yes = random.Random(f"{seed}:binary:{split}:start").random() < 0.5
     for rank, index in enumerate(order):
         labels[index] = (rank % 2 == 0) == first_yes
+    candidates = _no_candidates(records, labels, rows, f"{seed}:binary:{split}")
     out = []
-    for record, yes in zip(records, labels):
-        emotion = record["emotion"]
-        if yes:
-            candidate = emotion
-        else:
-            rng = random.Random(f"{seed}:binary:{record['id']}")
-            candidate = _confusable(emotion, rng, rows, "proportional")
-            if candidate is None:
-                candidate = rng.choice([e for e in EMOSET.labels if e != emotion])
+    for i, (record, yes) in enumerate(zip(records, labels)):
+        candidate = record["emotion"] if yes else candidates[i]
         text = f"Does this image evoke {candidate}? Answer yes or no."
         out.append(_example(record, "binary", text, "yes" if yes else "no", instruction_format, split,
                             system_prompt, candidate=candidate))
+    return out
+
+
+def _no_candidates(records: Sequence[dict], labels: Sequence[bool], rows: dict | None, key: str) -> dict[int, str]:
+    """{index: named emotion} for the "no" questions, so that every emotion is named as often in a "no" as in a
+    "yes" question (give or take one): the named emotion alone says nothing about the answer.
+
+    The names form a pool with the "yes" counts per emotion; questions whose true emotion has a confusion
+    row take theirs first (weighted by the row within the pool), the others draw uniformly from the pool
+    (weighted by what is left). A question left with only its own emotion swaps with an earlier one."""
+    yes_counts = Counter(r["emotion"] for r, y in zip(records, labels) if y)
+    no_index = [i for i, y in enumerate(labels) if not y]
+    pool = Counter(yes_counts)
+    # one more or one fewer "no" than "yes": the most frequent emotion gives or takes the difference
+    diff = len(no_index) - sum(pool.values())
+    if diff and pool:
+        top = max(EMOSET.labels, key=lambda e: (pool[e], -EMOSET.index(e)))
+        pool[top] += diff
+    elif diff:  # no "yes" at all (a single question): any other emotion
+        pool.update({e: 1 for e in EMOSET.labels})
+    rng = random.Random(f"{key}:no")
+    order = sorted(no_index, key=lambda i: records[i]["id"])
+    rng.shuffle(order)
+    confused = {e for e, row in (rows or {}).items() if any(w > 0 for p, w in row.items() if p != e)}
+    order.sort(key=lambda i: records[i]["emotion"] not in confused)  # stable: constrained ones first
+    out: dict[int, str] = {}
+    for i in order:
+        emotion = records[i]["emotion"]
+        row = (rows or {}).get(emotion, {}) if emotion in confused else {}
+        names = [e for e in EMOSET.labels if e != emotion and pool[e] > 0]
+        weights = [pool[e] * row.get(e, 0.0) for e in names] if row else []
+        if not any(w > 0 for w in weights):
+            weights = [pool[e] for e in names]
+        if names:
+            name = rng.choices(names, weights=weights)[0]
+            pool[name] -= 1
+        else:  # only this question's own emotion is left: trade it with an earlier question
+            j = next((j for j, c in out.items() if records[j]["emotion"] != emotion and c != emotion), None)
+            if j is None:  # e.g. a single emotion in the split: balance is impossible, name any other
+                name = rng.choice([e for e in EMOSET.labels if e != emotion])
+            else:
+                name, out[j] = out[j], emotion
+                pool[emotion] -= 1
+        out[i] = name
     return out
 
 
@@ -356,15 +403,18 @@ def misleading_questions(records: Sequence[Mapping], seed: int = 0, confusion=No
     # Rank r of a seeded, emotion-grouped order is "right" when floor((r + 1) x right + offset) steps up:
     # floor or ceil of n x right questions, evenly spaced, so every emotion gets its share.
     order = _balanced_order(records, f"{seed}:misleading:{split}")
-    is_right = [False] * len(records)
-    offset = random.Random(f"{seed}:misleading:{split}:start").random()
-    for rank, index in enumerate(order):
-        is_right[index] = math.floor((rank + 1) * right + offset) > math.floor(rank * right + offset)
+    is_right = _spread(order, right, random.Random(f"{seed}:misleading:{split}:start").random(), len(records))
+    # A wrong suggestion has the true polarity in a share `same` of the questions, chosen so that overall
+    # the suggestion's polarity agrees with the truth half of the time: right + (1 - right) x same = 1/2.
+    same = max(0.0, (0.5 - right) / (1 - right)) if right < 1 else 0.0  # above 1/2 the polarity must leak
+    wrong_order = [i for i in order if not is_right[i]]
+    same_polarity = _spread(wrong_order, same, random.Random(f"{seed}:misleading:{split}:polarity").random(),
+                            len(records))
     out = []
-    for record, suggest_true in zip(records, is_right):
+    for i, (record, suggest_true) in enumerate(zip(records, is_right)):
         emotion = record["emotion"]
         rng = random.Random(f"{seed}:misleading:{record['id']}")
-        candidate = emotion if suggest_true else _pick_misleading(emotion, rng, rows, pick)
+        candidate = emotion if suggest_true else _pick_misleading(emotion, rng, rows, pick, same_polarity[i])
         text = (f"Someone says this image evokes {candidate}. Is that right? If it is, answer {candidate}; "
                 f"if not, answer with the emotion the image actually evokes. Choose one of: {choices}.")
         out.append(_example(record, "misleading", text, emotion, instruction_format, split, system_prompt,
@@ -372,17 +422,20 @@ def misleading_questions(records: Sequence[Mapping], seed: int = 0, confusion=No
     return out
 
 
-def misleading_option(emotion: str, rng: random.Random, confusion=None, pick: str = "proportional") -> str:
-    """The misleading emotion for an image of `emotion`: from the confusion row when it has wrong mass,
-    else a random other emotion of the same polarity. Never `emotion` itself."""
+def misleading_option(emotion: str, rng: random.Random, confusion=None, pick: str = "proportional",
+                      same_polarity: bool = True) -> str:
+    """A misleading emotion for an image of `emotion`, of its polarity (`same_polarity`) or the other one: from
+    the confusion row's wrong mass within that polarity when it has some, else a random one. Never `emotion`."""
     _check_pick(pick)
-    return _pick_misleading(EMOSET.validate(emotion), rng, _confusion_rows(confusion), pick)
+    return _pick_misleading(EMOSET.validate(emotion), rng, _confusion_rows(confusion), pick, same_polarity)
 
 
-def _confusable(emotion: str, rng: random.Random, rows: dict | None, pick: str) -> str | None:
-    """A wrong emotion from the confusion row of `emotion` (None when the row has no wrong mass)."""
+def _confusable(emotion: str, rng: random.Random, rows: dict | None, pick: str,
+                allowed: Sequence[str] | None = None) -> str | None:
+    """A wrong emotion (among `allowed`) from the confusion row of `emotion` (None when it has no such mass)."""
     row = (rows or {}).get(emotion, {})
-    wrong = [(e, row[e]) for e in EMOSET.labels if e != emotion and row.get(e, 0.0) > 0]
+    allowed = EMOSET.labels if allowed is None else allowed
+    wrong = [(e, row[e]) for e in allowed if e != emotion and row.get(e, 0.0) > 0]
     if not wrong:
         return None
     if pick == "most_confused":
@@ -391,12 +444,19 @@ def _confusable(emotion: str, rng: random.Random, rows: dict | None, pick: str) 
     return rng.choices([e for e, _ in wrong], weights=[w for _, w in wrong])[0]
 
 
-def _pick_misleading(emotion: str, rng: random.Random, rows: dict | None, pick: str) -> str:
-    confused = _confusable(emotion, rng, rows, pick)
-    if confused is not None:
-        return confused
+def _pick_misleading(emotion: str, rng: random.Random, rows: dict | None, pick: str, same_polarity: bool) -> str:
     polarity = EMOSET.polarity(emotion)
-    return rng.choice([e for e in EMOSET.labels if e != emotion and EMOSET.polarity(e) == polarity])
+    allowed = [e for e in EMOSET.labels if e != emotion and (EMOSET.polarity(e) == polarity) == same_polarity]
+    return _confusable(emotion, rng, rows, pick, allowed) or rng.choice(allowed)
+
+
+def _spread(order: Sequence[int], share: float, offset: float, n: int) -> list[bool]:
+    """flags[index] for the indices of `order`: rank r is flagged when floor((r + 1) x share + offset) steps up,
+    i.e. floor or ceil of len(order) x share flags, evenly spaced along the (emotion-grouped) order."""
+    flags = [False] * n
+    for rank, index in enumerate(order):
+        flags[index] = math.floor((rank + 1) * share + offset) > math.floor(rank * share + offset)
+    return flags
 
 
 def instruction(qtype: str, instruction_format: str = "answer_tags") -> str:

@@ -19,8 +19,9 @@ format_reward     1.0 when the completion is exactly an optional <think>...</thi
                   (non-empty answer) with only whitespace around; 0.0 otherwise. Rows whose
                   ``instruction_format`` is "think_answer" also require the <think> block.
 polarity_reward   1.0 for the right emotion, 0.5 for a wrong emotion of the same polarity (positive /
-                  negative), 0.0 otherwise, for binary questions, for unparseable answers and, for misleading
-                  questions, for accepting the misleading suggestion.
+                  negative), 0.0 otherwise, for unparseable answers and, for misleading questions, for
+                  accepting the misleading suggestion; None (not applicable) for binary questions, so its
+                  logged mean is over the questions it applies to.
 
 `make_reward_funcs({"accuracy": 1.0, "format": 0.25, ...})` returns (functions, weights) for
 ``GRPOTrainer(reward_funcs=functions, args=GRPOConfig(reward_weights=weights))``. The functions are module
@@ -196,9 +197,9 @@ def format_reward(completions, **kwargs) -> list[float]:
     return out
 
 
-def polarity_reward(completions, **kwargs) -> list[float]:
+def polarity_reward(completions, **kwargs) -> list[float | None]:
     """1.0 for the right emotion, POLARITY_PARTIAL for a wrong one of the same polarity, else 0.0; 0.0 for
-    binary questions, unparseable answers and accepted misleading suggestions."""
+    unparseable answers and accepted misleading suggestions; None for binary questions (not applicable)."""
     return _polarity(completions, kwargs, POLARITY_PARTIAL)
 
 
@@ -286,13 +287,13 @@ def _correct(answer: str | None, row: Mapping) -> bool:
     raise EmoError(f"unknown question type {qtype!r}; valid: binary, multiple_choice, misleading")
 
 
-def _polarity(completions, kwargs: Mapping, partial: float) -> list[float]:
+def _polarity(completions, kwargs: Mapping, partial: float) -> list[float | None]:
     cols = _columns("polarity_reward", completions, kwargs, ("qtype", "emotion"))
     out = []
     for i, completion in enumerate(completions):
         row = _row(cols, i)
         if row["qtype"] == "binary":
-            out.append(0.0)
+            out.append(None)  # not applicable: TRL leaves it out of the logged mean and of the weighted sum
             continue
         predicted = answer_to_emotion(row, parse_answer(completion) or "")
         emotion = str(row["emotion"]).strip().lower()
