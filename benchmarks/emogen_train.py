@@ -33,15 +33,17 @@ def components(full: bool, device, dtype):
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        parts["unet"] = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
-        parts["vae"] = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4,
-                                     down_block_types=("DownEncoderBlock2D",) * 4,
-                                     up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, sample_size=512)
-        tok = parts["tokenizer"]
-        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=77, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-            pad_token_id=tok.pad_token_id))
+        with torch.device(device):  # initialised where they run: random init of 1B parameters on CPU is slow
+            parts["unet"] = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+            parts["vae"] = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4,
+                                         down_block_types=("DownEncoderBlock2D",) * 4,
+                                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2,
+                                         sample_size=512)
+            tok = parts["tokenizer"]
+            parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
+                vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, max_position_embeddings=77, eos_token_id=tok.eos_token_id,
+                bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id))
     for name in ("unet", "vae", "text_encoder"):
         parts[name].to(device, dtype).requires_grad_(False)
     return parts

@@ -38,7 +38,7 @@ def main():
     pipe = load_sd_pipeline(sd, dtype=dtype, device=args.device)
     hidden = pipe.text_encoder.get_input_embeddings().embedding_dim
     space = EmotionSpace(torch.randn(8, 768), torch.rand(8, 768))
-    sampler = EmoGenSampler(pipe, Mapper(768, hidden).to(args.device), space)
+    sampler = EmoGenSampler(pipe, Mapper(768, hidden).to(args.device), space, allow_foreign_space=True)
 
     def ours():
         list(sampler.generate("fear", n=args.n, seed=0, steps=args.steps, guidance=7.5, batch_size=args.n))
