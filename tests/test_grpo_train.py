@@ -9,6 +9,7 @@ and the base-vs-tuned evaluation on the run's own test questions.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def test_saved_questions_are_image_disjoint_and_balanced(run2):
         answers = [q["answer"] for q in qs if q["qtype"] == "binary"]
         assert abs(answers.count("yes") - answers.count("no")) <= 1
         misleading = [q for q in qs if q["qtype"] == "misleading"]
-        right = sum(q["candidate"] == q["emotion"] for q in misleading)  # data.misleading_right: 0.25
-        assert right in (len(misleading) // 4, -(-len(misleading) // 4))
+        right = sum(q["candidate"] == q["emotion"] for q in misleading)
+        share = load_recipe(run2 / "recipe.yaml").data.misleading_right  # 0.125 in the recipes
+        assert 0 < share < 0.5
+        assert math.floor(len(misleading) * share) <= right <= math.ceil(len(misleading) * share)
         assert {q["qtype"] for q in qs} == {"binary", "multiple_choice", "misleading"}
     # the capped train split keeps every emotion
     assert {q["emotion"] for q in sets["train"]} == set(EMOSET.labels)
